@@ -1,0 +1,107 @@
+// Content hashes of files with the stat shortcut: a file whose mode, size, mtime and inode are
+// unchanged since it was last hashed is not read again. This is what makes a no-op run cheap.
+import { blake3, Blake3Hasher } from "@napi-rs/blake-hash";
+import { closeSync, fstatSync, openSync, readSync, statSync, type Stats } from "node:fs";
+import { DIR_DIGEST, type FileHash } from "./types.js";
+
+/** Files up to this size are read in one go; larger ones are streamed through the hasher. */
+const ONE_SHOT_LIMIT = 8 * 1024 * 1024;
+
+export type HashOutcome =
+  | { kind: "missing" }
+  /** The path exists but is of the wrong kind (file named with "/", or directory without it). */
+  | { kind: "wrong-type"; message: string }
+  | { kind: "ok"; hash: FileHash };
+
+/**
+ * Hash `absPath` (a file, or a directory when `isDir`), reusing `known` when the stat shortcut
+ * holds. Symlinks are followed, like every tool that reads the file would.
+ */
+export function hashPath(absPath: string, isDir: boolean, known: FileHash | null | undefined): HashOutcome {
+  let st: Stats | undefined;
+  try {
+    st = statSync(absPath.endsWith("/") && absPath.length > 1 ? absPath.slice(0, -1) : absPath, {
+      throwIfNoEntry: false,
+    });
+  } catch {
+    // ENOTDIR and friends: a parent is not a directory, so the path does not exist.
+    st = undefined;
+  }
+  if (st === undefined) return { kind: "missing" };
+  if (st.isDirectory()) {
+    if (!isDir) return { kind: "wrong-type", message: "Directory without trailing slash" };
+    return { kind: "ok", hash: { digest: DIR_DIGEST, mode: 0, size: 0, mtimeMs: 0, ino: 0 } };
+  }
+  if (isDir) return { kind: "wrong-type", message: "Path is not a directory" };
+  if (known && sameStat(known, st)) return { kind: "ok", hash: known };
+  const digest = hashContents(absPath, st.size);
+  if (digest === undefined) return { kind: "missing" };
+  // Stat again after reading: if the file changed while we read it, the stat values we store
+  // must not vouch for a digest of other content. Storing mtime 0 forces a re-read next time.
+  const after = statSync(absPath, { throwIfNoEntry: false });
+  const stable = after !== undefined && sameStat(statValues(st), after);
+  return {
+    kind: "ok",
+    hash: { digest, mode: st.mode, size: st.size, mtimeMs: stable ? st.mtimeMs : 0, ino: st.ino },
+  };
+}
+
+function statValues(st: Stats): FileHash {
+  return { digest: DIR_DIGEST, mode: st.mode, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino };
+}
+
+export function sameStat(known: FileHash, st: Stats): boolean {
+  return (
+    known.mtimeMs === st.mtimeMs && known.size === st.size && known.ino === st.ino && known.mode === st.mode
+  );
+}
+
+function hashContents(absPath: string, size: number): Uint8Array | undefined {
+  let fd: number;
+  try {
+    fd = openSync(absPath, "r");
+  } catch {
+    return undefined;
+  }
+  try {
+    if (size <= ONE_SHOT_LIMIT) {
+      const buf = Buffer.allocUnsafe(Math.max(size, 1));
+      let read = 0;
+      while (read < size) {
+        const n = readSync(fd, buf, read, size - read, read);
+        if (n === 0) break;
+        read += n;
+      }
+      // A file that grew between stat and read: hash what is there now, fully.
+      if (fstatSync(fd).size !== read) return hashStreaming(fd);
+      return new Uint8Array(blake3(buf.subarray(0, read)));
+    }
+    return hashStreaming(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function hashStreaming(fd: number): Uint8Array {
+  const hasher = new Blake3Hasher();
+  const buf = Buffer.allocUnsafe(1024 * 1024);
+  let pos = 0;
+  for (;;) {
+    const n = readSync(fd, buf, 0, buf.length, pos);
+    if (n === 0) break;
+    hasher.update(buf.subarray(0, n));
+    pos += n;
+  }
+  return new Uint8Array(hasher.digestBuffer());
+}
+
+/** True when two hashes describe the same content and permissions (mtime and inode ignored). */
+export function sameContent(a: FileHash, b: FileHash): boolean {
+  return a.mode === b.mode && a.size === b.size && equalBytes(a.digest, b.digest);
+}
+
+export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
