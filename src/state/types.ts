@@ -42,6 +42,15 @@ export interface Amended {
   env: string[];
 }
 
+/** A glob() call made by a step, with the sorted root-relative files it matched. */
+export interface GlobRecord {
+  patterns: string[];
+  subs: Record<string, string>;
+  /** The workdir the patterns are relative to (root-relative, trailing slash). */
+  workdir: string;
+  matches: string[];
+}
+
 /** One step as saved: its definition, what it declared while running, and its fingerprint. */
 export interface SavedStep {
   command: string;
@@ -62,6 +71,8 @@ export interface SavedStep {
   statics: string[];
   /** Pools this step defined while it ran, in declaration order. */
   pools: Array<[string, number]>;
+  /** Globs the step evaluated while it ran; a changed match set means it must run again. */
+  globs: GlobRecord[];
   amended: Amended | null;
   /** Present only when the step's last execution succeeded. */
   fingerprint: Fingerprint | null;

@@ -1,0 +1,33 @@
+// The director's table of file hashes: the last known hash of every file tsup has looked at,
+// kept across runs so the stat shortcut works on restart.
+import { isAbsPath, isDirPath } from "../paths.js";
+import { hashPath, type HashOutcome } from "../state/filehash.js";
+import type { FileHash } from "../state/types.js";
+
+export class FileTable {
+  constructor(
+    readonly root: string,
+    readonly hashes: Map<string, FileHash>,
+  ) {}
+
+  abs(path: string): string {
+    if (isAbsPath(path)) return path;
+    if (path === "./") return this.root;
+    return `${this.root}/${path}`;
+  }
+
+  /** Hash `path` now (stat shortcut first) and remember the result. */
+  hash(path: string): HashOutcome {
+    const outcome = hashPath(this.abs(path), isDirPath(path), this.hashes.get(path));
+    if (outcome.kind === "ok" && !isDirPath(path)) this.hashes.set(path, outcome.hash);
+    return outcome;
+  }
+
+  known(path: string): FileHash | null {
+    return this.hashes.get(path) ?? null;
+  }
+
+  remember(path: string, hash: FileHash | null): void {
+    if (hash && !isDirPath(path)) this.hashes.set(path, hash);
+  }
+}

@@ -1,0 +1,232 @@
+// The end of a run phase: report what failed or is still pending, clean outputs of steps that
+// left the plan (only after a complete build), and turn the session into the state to save.
+import { rmdirSync, unlinkSync } from "node:fs";
+import type { EventSink, Page } from "../events.js";
+import { isDirPath } from "../paths.js";
+import { hashPath, sameContent } from "../state/filehash.js";
+import type { FileHash, SavedState, SavedStep } from "../state/types.js";
+import type { FileNode, StepNode } from "../workflow/graph.js";
+import type { Session } from "./session.js";
+
+/** A pending report lists at most this many steps in detail; a summary line covers the rest. */
+const MAX_PENDING_PAGES = 20;
+
+export interface PhaseSummary {
+  ran: number;
+  skipped: number;
+  failedSteps: number;
+  failedPlans: number;
+  pending: number;
+  complete: boolean;
+}
+
+export function summarize(session: Session, sink: EventSink, interrupted: boolean): PhaseSummary {
+  let failedSteps = 0;
+  let failedPlans = 0;
+  const pending: StepNode[] = [];
+  for (const step of session.graph.steps.values()) {
+    if (step.state === "failed") {
+      if (step.isPlan) failedPlans++;
+      else failedSteps++;
+    } else if (step.state !== "succeeded" && step.mandatory !== "no") {
+      pending.push(step);
+    }
+  }
+  const failed = failedSteps + failedPlans;
+  if (failed > 0) {
+    sink.emit({ kind: "warning", message: `${failed} step${failed === 1 ? "" : "s"} failed, see error messages above` });
+  }
+  if (pending.length > 0) {
+    const lead = pending.length === 1 ? "1 step remains" : `${pending.length} steps remain`;
+    if (interrupted) {
+      sink.emit({ kind: "warning", message: `${lead} pending because the run was interrupted` });
+    } else {
+      const blocked = pending.filter((s) => s.def.block);
+      if (blocked.length > 0) {
+        sink.emit({
+          kind: "warning",
+          message: `${lead} pending due to blocked steps`,
+          pages: [{ title: "Blocked steps", text: blocked.map((s) => session.describe(s)).join("\n") }],
+        });
+      } else {
+        const shown = pending.slice(0, MAX_PENDING_PAGES).map((s) => pendingPage(session, s));
+        if (pending.length > MAX_PENDING_PAGES) {
+          shown.push({ title: "More", text: `... and ${pending.length - MAX_PENDING_PAGES} more pending steps` });
+        }
+        sink.emit({ kind: "warning", message: `${lead} pending due to incomplete requirements`, pages: shown });
+      }
+    }
+  }
+  return {
+    ran: session.counts.ran,
+    skipped: session.counts.skipped,
+    failedSteps,
+    failedPlans,
+    pending: pending.length,
+    complete: failed === 0 && pending.length === 0 && !interrupted && !session.internalError,
+  };
+}
+
+function fileLine(label: string, file: FileNode): string {
+  let shown = file.path;
+  let note = "";
+  if (file.state === "pending" && !file.producer) {
+    shown = `(${file.path})`;
+    note = isDirPath(file.path)
+      ? "  not declared static and not built by any step"
+      : "  not declared static and not an output of any step";
+  } else if (file.state === "pending" && file.producer?.state === "failed") {
+    note = "  its step failed";
+  }
+  return `${label.padEnd(12)}${file.state.toUpperCase().padStart(8)}  ${shown}${note}`;
+}
+
+function pendingPage(session: Session, step: StepNode): Page {
+  const lines = [`Command               ${step.def.command}`, `Working directory     ${step.def.workdir}`];
+  step.requires.forEach((f, i) => lines.push(fileLine(i === 0 ? "Inputs" : "", f)));
+  step.outputs.forEach((f, i) => lines.push(fileLine(i === 0 ? "Outputs" : "", f)));
+  step.volatiles.forEach((f, i) => lines.push(fileLine(i === 0 && step.outputs.length === 0 ? "Outputs" : "", f)));
+  void session;
+  return { title: "Pending step", text: lines.join("\n") };
+}
+
+/**
+ * Outputs that no live step produces any more: outputs of old records that were not defined
+ * again, and of optional steps nobody needed. Deleted only if their content is still what tsup
+ * built; volatile files always; directories only when empty. Returns the paths kept because they
+ * were modified by hand.
+ */
+export function cleanObsoleteOutputs(session: Session, sink: EventSink): void {
+  const live = session.graph.files;
+  const candidates = new Set<string>();
+  const volatile = new Set<string>();
+  for (const record of session.oldSteps) {
+    const step = session.graph.steps.get(keyOf(record));
+    if (step && step.mandatory !== "no") continue;
+    for (const p of record.out) candidates.add(p);
+    for (const p of record.amended?.out ?? []) candidates.add(p);
+    for (const p of [...record.vol, ...(record.amended?.vol ?? [])]) {
+      candidates.add(p);
+      volatile.add(p);
+    }
+  }
+  for (const step of session.graph.steps.values()) {
+    if (step.mandatory !== "no") continue;
+    for (const f of step.outputs) candidates.add(f.path);
+    for (const f of step.volatiles) {
+      candidates.add(f.path);
+      volatile.add(f.path);
+    }
+  }
+  const kept: string[] = [];
+  // Reverse order: a directory's contents come before the directory itself.
+  for (const path of [...candidates].sort().reverse()) {
+    const node = live.get(path);
+    if (node && (node.state === "static" || (node.producer && node.producer.mandatory !== "no"))) continue;
+    const abs = session.files.abs(path);
+    if (isDirPath(path)) {
+      try {
+        rmdirSync(abs);
+        sink.emit({ kind: "clean", path });
+      } catch {
+        // Missing or not empty: both mean there is nothing of ours to remove.
+      }
+      continue;
+    }
+    const known = session.files.known(path);
+    const now = hashPath(abs, false, known);
+    if (now.kind !== "ok") continue;
+    if (!volatile.has(path) && (!known || !sameContent(known, now.hash))) {
+      kept.push(path);
+      continue;
+    }
+    try {
+      unlinkSync(abs);
+      session.files.hashes.delete(path);
+      sink.emit({ kind: "clean", path });
+    } catch {
+      // Removed meanwhile: fine.
+    }
+  }
+  if (kept.length > 0) {
+    sink.emit({
+      kind: "warning",
+      message: `Kept ${kept.length} obsolete output${kept.length === 1 ? "" : "s"} modified since tsup built ${kept.length === 1 ? "it" : "them"}`,
+      pages: [{ title: "Not cleaned", text: kept.join("\n") }],
+    });
+  }
+}
+
+function keyOf(record: SavedStep): string {
+  return record.workdir === "./" ? record.command : `${record.command}  # wd=${record.workdir}`;
+}
+
+/**
+ * The state to save. Live steps come first, in definition order (so creators precede what they
+ * defined). After an incomplete build, old records that were not defined again are kept as
+ * orphans: their outputs still have to be cleaned one day, and their fingerprints let the steps
+ * skip if a later run defines them again.
+ */
+export function stateToSave(session: Session, complete: boolean): SavedState {
+  const steps: SavedStep[] = [];
+  const index = new Map<StepNode, number>();
+  const relevantFiles = new Set<string>();
+  for (const step of session.graph.steps.values()) {
+    index.set(step, steps.length);
+    steps.push(savedStep(step, step.creator ? index.get(step.creator) ?? -1 : -1, session.definedStepsBefore(step)));
+    for (const f of step.requires) relevantFiles.add(f.path);
+    for (const f of step.outputs) relevantFiles.add(f.path);
+  }
+  if (!complete) {
+    for (const record of session.oldSteps) {
+      if (session.graph.steps.has(keyOf(record))) continue;
+      steps.push({ ...record, creator: -1, orphan: true });
+      for (const p of [...record.inp, ...record.out, ...(record.amended?.inp ?? []), ...(record.amended?.out ?? [])]) {
+        relevantFiles.add(p);
+      }
+    }
+  }
+  const files = new Map<string, FileHash>();
+  for (const path of relevantFiles) {
+    const hash = session.files.known(path);
+    if (hash) files.set(path, hash);
+  }
+  return { files, steps };
+}
+
+function savedStep(step: StepNode, creator: number, definedStepsBefore: boolean): SavedStep {
+  let fingerprint = null;
+  if (step.state === "succeeded") fingerprint = step.fingerprint;
+  else if (step.state !== "failed" && step.state !== "running" && step.record?.fingerprint) {
+    // Never executed in this session (blocked, waiting on a failed step, interrupted before it
+    // started): its last result still holds for its last inputs. A step that defines other steps
+    // keeps it only when those definitions were replayed, which did not happen here.
+    const declaredSomething =
+      definedStepsBefore ||
+      step.record.statics.length > 0 ||
+      step.record.pools.length > 0 ||
+      step.record.globs.length > 0;
+    if (!declaredSomething) fingerprint = step.record.fingerprint;
+  }
+  // Outputs of unneeded optional steps are cleaned, so their fingerprints no longer hold.
+  if (step.mandatory === "no") fingerprint = null;
+  const amendedEnv = [...step.amendedEnv].sort();
+  return {
+    command: step.def.command,
+    workdir: step.def.workdir,
+    creator,
+    orphan: false,
+    inp: step.def.inp,
+    out: step.def.out,
+    vol: step.def.vol,
+    env: step.def.env,
+    pool: step.def.pool,
+    optional: step.def.optional,
+    block: step.def.block,
+    statics: step.products.statics,
+    pools: step.products.pools,
+    globs: step.globs,
+    amended: amendedEnv.length > 0 ? { inp: [], out: [], vol: [], env: amendedEnv } : null,
+    fingerprint,
+  };
+}

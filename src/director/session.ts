@@ -1,0 +1,444 @@
+// One build session: the graph, the loaded records of earlier runs, the scheduler and the worker
+// pool, wired together. `runPhase()` executes everything that can run and resolves when nothing is
+// running, queued or ready any more.
+//
+// Flow of a step: defined (by a plan or by replaying a skipped plan) -> runnable (inputs
+// available) -> ready list -> skip check in the director -> SKIP, or queued in its pool ->
+// a worker runs it -> SUCCESS (outputs built, consumers released) or FAIL.
+import { describeStep, type EventSink, type Page, type StepRef } from "../events.js";
+import { relativeTo } from "../paths.js";
+import { ENV_HERE, ENV_ROOT, ENV_ROOT_REL, ENV_SOCKET, ENV_STEP_KEY, type Declaration } from "../rpc/protocol.js";
+import type { RpcHandler } from "../rpc/server.js";
+import { Scheduler } from "../scheduler/scheduler.js";
+import type { FileHash, SavedState, SavedStep } from "../state/types.js";
+import type { RunRequest, RunResult } from "../workers/protocol.js";
+import { Graph, stepKey, type StepDefinition, type StepNode } from "../workflow/graph.js";
+import { FileTable } from "./files.js";
+import { checkSkip, explainPages, fingerprintOf } from "./skip.js";
+import { globChanged } from "./globs.js";
+
+/** What the session needs from the worker pool (src/workers/pool.ts implements it). */
+export interface Runner {
+  idleCount(): number;
+  run(request: RunRequest): Promise<RunResult>;
+}
+
+export interface SessionOptions {
+  root: string;
+  planFile: string;
+  explain: boolean;
+  sink: EventSink;
+  env: NodeJS.ProcessEnv;
+  runner: Runner;
+  socketPath: string;
+  now(): number;
+}
+
+export class Session implements RpcHandler {
+  readonly graph = new Graph();
+  readonly files: FileTable;
+  readonly scheduler: Scheduler<StepNode>;
+  /** Records of the previous run, by step key: candidates for skipping and for cleaning. */
+  readonly oldSteps: SavedStep[];
+  private readonly oldByKey = new Map<string, number>();
+  private readonly oldChildren = new Map<number, number[]>();
+  private readonly ready: StepNode[] = [];
+  private readyHead = 0;
+  readonly running = new Set<StepNode>();
+  private pumpScheduled = false;
+  private idleWaiters: Array<() => void> = [];
+  stopping = false;
+  counts = { ran: 0, skipped: 0 };
+  /** A bug of ours during the session: reported once, fails the run with the internal exit code. */
+  internalError: Error | undefined;
+
+  constructor(
+    private readonly opts: SessionOptions,
+    loaded: SavedState,
+  ) {
+    this.files = new FileTable(opts.root, loaded.files);
+    this.oldSteps = loaded.steps;
+    loaded.steps.forEach((rec, index) => {
+      this.oldByKey.set(stepKey(rec.command, rec.workdir), index);
+      if (!rec.orphan && rec.creator >= 0) {
+        const siblings = this.oldChildren.get(rec.creator);
+        if (siblings) siblings.push(index);
+        else this.oldChildren.set(rec.creator, [index]);
+      }
+    });
+    this.scheduler = new Scheduler<StepNode>({ sizeOf: (pool) => this.graph.pools.get(pool)?.size });
+    this.graph.onRunnable = (step) => {
+      step.state = "queued";
+      this.ready.push(step);
+      this.schedulePump();
+    };
+  }
+
+  /** Declare the boot plan: the root's static plan file and the step that runs it. */
+  boot(): void {
+    const declared = this.graph.declareStatic(null, [this.opts.planFile]);
+    if (!declared.ok) throw new Error(declared.error);
+    this.define(null, {
+      command: `./${this.opts.planFile}`,
+      workdir: "./",
+      inp: [this.opts.planFile],
+      out: [],
+      vol: [],
+      env: [],
+      pool: null,
+      optional: false,
+      block: false,
+    });
+  }
+
+  /** Resolves when nothing is ready, queued or running. */
+  runPhase(): Promise<void> {
+    this.schedulePump();
+    return new Promise((resolve) => {
+      this.idleWaiters.push(resolve);
+      this.checkIdle();
+    });
+  }
+
+  private checkIdle(): void {
+    if (this.readyHead < this.ready.length || this.running.size > 0 || this.pumpScheduled) return;
+    if (this.scheduler.queued > 0 && !this.scheduler.held && !this.stopping) return;
+    for (const waiter of this.idleWaiters.splice(0)) waiter();
+  }
+
+  private schedulePump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    setImmediate(() => {
+      this.pumpScheduled = false;
+      try {
+        this.pump();
+      } catch (err) {
+        this.fatal(err as Error);
+      }
+      this.checkIdle();
+    });
+  }
+
+  private fatal(err: Error): void {
+    if (!this.internalError) {
+      this.internalError = err;
+      this.opts.sink.emit({
+        kind: "error",
+        message: "tsup hit an internal error; stopping. Please report this with the text below.",
+        pages: [{ title: "Internal error", text: err.stack ?? String(err) }],
+      });
+    }
+    this.stopping = true;
+    this.scheduler.held = true;
+  }
+
+  /** Handle ready steps (skip or queue) and start queued steps on idle workers. */
+  private pump(): void {
+    // Index-based so that skips releasing more steps extend the same loop: no recursion.
+    while (this.readyHead < this.ready.length) {
+      const step = this.ready[this.readyHead++]!;
+      if (this.stopping) {
+        step.state = "pending";
+        continue;
+      }
+      this.handleReady(step);
+    }
+    this.ready.length = 0;
+    this.readyHead = 0;
+    if (this.stopping) return;
+    while (this.opts.runner.idleCount() > 0) {
+      const next = this.scheduler.next();
+      if (!next) break;
+      this.execute(next.item, next.pool).catch((err: unknown) => this.fatal(err as Error));
+    }
+  }
+
+  private handleReady(step: StepNode): void {
+    if (step.record?.fingerprint) {
+      const verdict = checkSkip(step, this.graph.envOf(step), this.opts.env, this.files, (s) =>
+        globChanged(s, this.files),
+      );
+      if (verdict.skip) {
+        this.replay(step);
+        return;
+      }
+      if (this.opts.explain) {
+        this.opts.sink.emit({ kind: "noskip", step: this.ref(step), pages: explainPages(verdict) });
+      }
+    }
+    this.scheduler.enqueue(step, step.def.pool);
+  }
+
+  /** SKIP: declare again what the step declared when it last ran, and mark it done. */
+  private replay(step: StepNode): void {
+    const record = step.record!;
+    step.replayed = true;
+    step.state = "running"; // so that its declarations are accepted while replaying
+    const problems: string[] = [];
+    if (record.statics.length > 0) {
+      const r = this.graph.declareStatic(step, record.statics);
+      if (!r.ok) problems.push(r.error);
+    }
+    for (const [name, size] of record.pools) {
+      const r = this.graph.definePool(step, name, size);
+      if (!r.ok) problems.push(r.error);
+    }
+    step.globs.push(...record.globs);
+    for (const index of this.oldChildren.get(step.recordIndex) ?? []) {
+      const child = this.oldSteps[index]!;
+      const r = this.define(step, definitionOf(child));
+      if (!r.ok) problems.push(r.error);
+    }
+    if (problems.length > 0) {
+      // The graph changed since the step last ran, so its old declarations no longer fit.
+      step.state = "failed";
+      this.graph.markFailed(step);
+      this.opts.sink.emit({
+        kind: "finish",
+        step: this.ref(step),
+        outcome: "fail",
+        durationMs: 0,
+        pages: [{ title: "Could not replay the declarations of this step", text: problems.join("\n") }],
+      });
+      return;
+    }
+    this.counts.skipped++;
+    this.graph.markSucceeded(step);
+    this.opts.sink.emit({ kind: "skip", step: this.ref(step), pages: [] });
+  }
+
+  /** Define a step and attach its record from the previous run if its definition is unchanged. */
+  private define(creator: StepNode | null, def: StepDefinition): { ok: true } | { ok: false; error: string } {
+    const result = this.graph.defineStep(creator, def);
+    if (!result.ok) return result;
+    const step = result.value;
+    const index = this.oldByKey.get(step.key);
+    if (index !== undefined) {
+      const record = this.oldSteps[index]!;
+      if (sameDefinition(record, def)) {
+        step.record = record;
+        step.recordIndex = index;
+        if (record.amended) this.graph.addEnv(step, record.amended.env);
+      }
+    }
+    return { ok: true };
+  }
+
+  private async execute(step: StepNode, pool: string | null): Promise<void> {
+    step.state = "running";
+    this.running.add(step);
+    // A fresh run declares everything anew; what the old record said no longer counts.
+    step.fingerprint = null;
+    step.amendedEnv.clear();
+    const started = this.opts.now();
+    this.opts.sink.emit({ kind: "start", step: this.ref(step), time: started });
+    let result: RunResult;
+    try {
+      result = await this.opts.runner.run(this.requestFor(step));
+    } catch (err) {
+      result = {
+        exitCode: null,
+        signal: null,
+        stdout: "",
+        stderr: "",
+        durationMs: this.opts.now() - started,
+        invalidInputs: [],
+        inputHashes: [],
+        changedInputs: [],
+        outputHashes: [],
+        spawnError: (err as Error).message,
+      };
+    }
+    this.running.delete(step);
+    this.scheduler.done(pool);
+    this.counts.ran++;
+    this.complete(step, result);
+    this.schedulePump();
+  }
+
+  private requestFor(step: StepNode): RunRequest {
+    const workdir = step.def.workdir;
+    const here = workdir === "./" ? "." : workdir.replace(/\/$/, "");
+    const rootRel = relativeTo(workdir, "./").replace(/\/$/, "") || ".";
+    return {
+      command: step.def.command,
+      workdir,
+      env: {
+        [ENV_SOCKET]: this.opts.socketPath,
+        [ENV_STEP_KEY]: step.key,
+        [ENV_ROOT]: this.opts.root,
+        [ENV_HERE]: here,
+        [ENV_ROOT_REL]: rootRel === "" ? "." : rootRel.replace(/^\.\/$/, "."),
+      },
+      inputs: step.requires.map((f) => ({ path: f.path, known: this.files.known(f.path) })),
+      outputs: step.outputs.map((f) => ({ path: f.path, known: this.files.known(f.path) })),
+    };
+  }
+
+  private complete(step: StepNode, result: RunResult): void {
+    const pages: Page[] = [];
+    const info = (): Page => {
+      const lines = [`Command               ${step.def.command}`];
+      if (step.def.workdir !== "./") lines.push(`Working directory     ${step.def.workdir}`);
+      if (result.exitCode !== null) lines.push(`Return code           ${result.exitCode}`);
+      if (result.signal !== null) lines.push(`Killed by signal      ${result.signal}`);
+      return { title: "Step info", text: lines.join("\n") };
+    };
+    const missingOutputs = step.outputs.filter((_, i) => !result.outputHashes[i]).map((f) => f.path);
+    let ok = false;
+    if (result.spawnError !== null) {
+      pages.push(info(), { title: "Could not run the step", text: result.spawnError });
+    } else if (result.invalidInputs.length > 0) {
+      pages.push(info(), { title: "Invalid inputs", text: result.invalidInputs.join("\n") });
+    } else {
+      ok = result.exitCode === 0 && missingOutputs.length === 0 && result.changedInputs.length === 0;
+      if (!ok) pages.push(info());
+      if (result.exitCode === 0 && missingOutputs.length > 0) {
+        pages.push({ title: "Expected outputs not created", text: missingOutputs.sort().join("\n") });
+      }
+      if (result.changedInputs.length > 0) {
+        pages.push({
+          title: "Inputs changed while the step ran",
+          text: result.changedInputs.sort().join("\n"),
+        });
+      }
+    }
+    if (result.stdout.trim()) pages.push({ title: "Standard output", text: result.stdout });
+    if (result.stderr.trim()) pages.push({ title: "Standard error", text: result.stderr });
+    if (ok) {
+      const inputs: Array<[string, FileHash]> = [];
+      step.requires.forEach((f, i) => {
+        const hash = result.inputHashes[i];
+        if (hash) {
+          inputs.push([f.path, hash]);
+          this.files.remember(f.path, hash);
+        }
+      });
+      const outputs: Array<[string, FileHash]> = [];
+      step.outputs.forEach((f, i) => {
+        const hash = result.outputHashes[i]!;
+        outputs.push([f.path, hash]);
+        this.files.remember(f.path, hash);
+      });
+      step.fingerprint = fingerprintOf(step, this.graph.envOf(step), this.opts.env, inputs, outputs);
+      this.graph.markSucceeded(step);
+    } else {
+      this.graph.markFailed(step);
+    }
+    this.opts.sink.emit({
+      kind: "finish",
+      step: this.ref(step),
+      outcome: ok ? "success" : "fail",
+      pages,
+      durationMs: result.durationMs,
+    });
+  }
+
+  // ----------------------------------------------------------------------------------------
+  // Declarations from running steps (the RPC handler)
+
+  declare(key: string | null, items: Declaration[]): Array<{ i: number; message: string }> {
+    const step = key === null ? undefined : this.graph.steps.get(key);
+    if (!step || step.state !== "running") {
+      const why = key === null ? "no step key was given" : `step \`${key}\` is not running`;
+      return items.map((_, i) => ({ i, message: `declarations are only accepted from running steps: ${why}` }));
+    }
+    const errors: Array<{ i: number; message: string }> = [];
+    items.forEach((item, i) => {
+      const error = this.apply(step, item);
+      if (error !== undefined) errors.push({ i, message: error });
+    });
+    return errors;
+  }
+
+  private apply(step: StepNode, item: Declaration): string | undefined {
+    switch (item.k) {
+      case "static": {
+        const r = this.graph.declareStatic(step, item.paths);
+        return r.ok ? undefined : r.error;
+      }
+      case "step": {
+        const r = this.define(step, {
+          command: item.command,
+          workdir: item.workdir,
+          inp: item.inp,
+          out: item.out,
+          vol: item.vol,
+          env: item.env,
+          pool: item.pool,
+          optional: item.optional,
+          block: item.block,
+        });
+        return r.ok ? undefined : r.error;
+      }
+      case "pool": {
+        const r = this.graph.definePool(step, item.name, item.size);
+        return r.ok ? undefined : r.error;
+      }
+      case "env":
+        this.graph.addEnv(step, item.names);
+        return undefined;
+      case "glob":
+        step.globs.push({ patterns: item.patterns, subs: item.subs, workdir: item.workdir, matches: item.matches });
+        return undefined;
+    }
+  }
+
+  call(_key: string | null, method: string, _args: unknown): Promise<unknown> {
+    return Promise.reject(new Error(`unknown method: ${method}`));
+  }
+
+  /** Whether the step's record from the previous run says it defined other steps. */
+  definedStepsBefore(step: StepNode): boolean {
+    return step.recordIndex >= 0 && (this.oldChildren.get(step.recordIndex)?.length ?? 0) > 0;
+  }
+
+  // ----------------------------------------------------------------------------------------
+
+  /** Stop starting new work (Ctrl-C, SIGTERM): queued and ready steps stay pending. */
+  stop(): void {
+    this.stopping = true;
+    this.scheduler.held = true;
+    for (const step of this.scheduler.clear()) step.state = "pending";
+    this.schedulePump();
+  }
+
+  ref(step: StepNode): StepRef {
+    return { key: step.key, command: step.def.command, workdir: step.def.workdir, pool: step.def.pool ?? undefined };
+  }
+
+  describe(step: StepNode): string {
+    return describeStep(step.def);
+  }
+}
+
+export function definitionOf(record: SavedStep): StepDefinition {
+  return {
+    command: record.command,
+    workdir: record.workdir,
+    inp: record.inp,
+    out: record.out,
+    vol: record.vol,
+    env: record.env,
+    pool: record.pool,
+    optional: record.optional,
+    block: record.block,
+  };
+}
+
+function sameList(a: string[], b: string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** Pool, optional and block do not change what a step computes, so they do not void its record. */
+function sameDefinition(record: SavedStep, def: StepDefinition): boolean {
+  return (
+    record.command === def.command &&
+    record.workdir === def.workdir &&
+    sameList(record.inp, def.inp) &&
+    sameList(record.out, def.out) &&
+    sameList(record.vol, def.vol) &&
+    sameList(record.env, def.env)
+  );
+}

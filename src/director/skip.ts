@@ -1,0 +1,80 @@
+// Deciding whether a step can be skipped: recompute its fingerprint from the files and env vars
+// as they are now and compare with the one recorded after its last successful run. This runs in
+// the director, synchronously: thanks to the stat shortcut a no-op check is a few stat() calls.
+import type { Page } from "../events.js";
+import { computeFingerprint, explainChanges } from "../state/fingerprint.js";
+import { equalBytes } from "../state/filehash.js";
+import type { FileHash, Fingerprint } from "../state/types.js";
+import type { StepNode } from "../workflow/graph.js";
+import type { FileTable } from "./files.js";
+
+export type SkipVerdict =
+  | { skip: true }
+  | { skip: false; reasons: string[]; same: string[] };
+
+/** Fingerprint a step from hashes already computed (after it ran, or during a skip check). */
+export function fingerprintOf(
+  step: StepNode,
+  env: string[],
+  values: NodeJS.ProcessEnv,
+  inputs: Array<[string, FileHash]>,
+  outputs: Array<[string, FileHash]>,
+): Fingerprint {
+  return computeFingerprint({
+    key: step.key,
+    inputs,
+    env: env.map((name) => [name, values[name] ?? null]),
+    outputs,
+  });
+}
+
+export function checkSkip(
+  step: StepNode,
+  env: string[],
+  values: NodeJS.ProcessEnv,
+  files: FileTable,
+  globsUnchanged: (step: StepNode) => string | undefined,
+): SkipVerdict {
+  const record = step.record;
+  if (!record?.fingerprint) {
+    return { skip: false, reasons: [record ? line("No fingerprint", "the previous run of this step did not succeed") : line("New step", "no earlier run recorded")], same: [] };
+  }
+  const reasons: string[] = [];
+  // Static files the step declared are replayed when it is skipped; if one vanished, the step
+  // must run so that its own code reports the problem where it declares the file.
+  for (const path of record.statics) {
+    if (files.hash(path).kind !== "ok") reasons.push(line("Missing static", `${path} (declared by this step)`));
+  }
+  const globChange = globsUnchanged(step);
+  if (globChange) reasons.push(globChange);
+  const inputs: Array<[string, FileHash]> = [];
+  for (const file of step.requires) {
+    const outcome = files.hash(file.path);
+    if (outcome.kind !== "ok") reasons.push(line("Unusable input", `${file.path} (${outcome.kind === "missing" ? "missing" : outcome.message})`));
+    else inputs.push([file.path, outcome.hash]);
+  }
+  const outputs: Array<[string, FileHash]> = [];
+  for (const file of step.outputs) {
+    const outcome = files.hash(file.path);
+    if (outcome.kind !== "ok") reasons.push(line("Missing output", file.path));
+    else outputs.push([file.path, outcome.hash]);
+  }
+  if (reasons.length > 0) return { skip: false, reasons, same: [] };
+  const now = fingerprintOf(step, env, values, inputs, outputs);
+  if (equalBytes(now.digest, record.fingerprint.digest)) {
+    step.fingerprint = record.fingerprint;
+    return { skip: true };
+  }
+  const { changed, same } = explainChanges(record.fingerprint, now);
+  return { skip: false, reasons: changed, same };
+}
+
+export function explainPages(verdict: Extract<SkipVerdict, { skip: false }>): Page[] {
+  const pages: Page[] = [{ title: "Changes causing rerun", text: verdict.reasons.join("\n") }];
+  if (verdict.same.length > 0) pages.push({ title: "Remained the same", text: verdict.same.join("\n") });
+  return pages;
+}
+
+function line(label: string, content: string): string {
+  return `${label.padEnd(20)} ${content}`;
+}

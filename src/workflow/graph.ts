@@ -1,0 +1,397 @@
+// The workflow graph of one session: files, steps, pools, and the rules that keep them consistent.
+// Pure data and logic, no I/O. Every declaration is validated completely before anything is
+// changed, so a rejected declaration leaves the graph exactly as it was.
+//
+// Two relations matter:
+//  - supplier -> consumer: a file is required by the steps that read it (inputs, workdir, the
+//    directory an output goes into); a step supplies its outputs. This one must stay acyclic.
+//  - creator -> product: the step (or the root, for the boot plan) that declared a static file,
+//    a pool or a step. When a step is skipped, its products are declared again from its record.
+//
+// No graph walk here is recursive: chains of 100,000 steps must not overflow the stack.
+import { isAlwaysStatic, isDirPath, parentPath } from "../paths.js";
+import type { Fingerprint, GlobRecord, SavedStep } from "../state/types.js";
+
+/**
+ * File states:
+ *  static   declared by a user (never deleted by tsup)
+ *  pending  an output not built yet, or a placeholder for an input nobody declared (yet)
+ *  built    an output of a step that succeeded or was skipped
+ *  volatile an output that is cleaned but never hashed and never an input
+ */
+export type FileState = "static" | "pending" | "built" | "volatile";
+
+/**
+ * Step states: pending (waiting for inputs, blocked, or not needed) -> queued (handed to the
+ * scheduler) -> running -> succeeded | failed. A skipped step goes straight to succeeded.
+ */
+export type StepState = "pending" | "queued" | "running" | "succeeded" | "failed";
+
+/** yes: must run; implied: optional but something mandatory needs it; no: optional, unneeded. */
+export type Mandatory = "yes" | "implied" | "no";
+
+export class FileNode {
+  state: FileState = "pending";
+  /** The step that lists this file as an output or volatile output. */
+  producer: StepNode | null = null;
+  /** The step that declared this file static; null with state static means the root did. */
+  declarer: StepNode | null = null;
+  /** Steps that cannot start before this file is available. */
+  readonly consumers: StepNode[] = [];
+  constructor(readonly path: string) {}
+
+  get available(): boolean {
+    return this.state === "static" || this.state === "built";
+  }
+}
+
+export interface StepDefinition {
+  command: string;
+  workdir: string;
+  inp: string[];
+  out: string[];
+  vol: string[];
+  env: string[];
+  pool: string | null;
+  optional: boolean;
+  block: boolean;
+}
+
+export class StepNode {
+  state: StepState = "pending";
+  mandatory: Mandatory;
+  /** Every file that must be available before the step starts: inputs, workdir, output dirs. */
+  readonly requires: FileNode[] = [];
+  /** How many of `requires` are not available yet. */
+  waiting = 0;
+  readonly outputs: FileNode[] = [];
+  readonly volatiles: FileNode[] = [];
+  /** What this step declared while it ran (or while it was replayed), in order. */
+  readonly products = { statics: [] as string[], steps: [] as StepNode[], pools: [] as Array<[string, number]> };
+  /** Env vars the step depends on beyond its definition (getenv, `${VAR}` in paths). */
+  readonly amendedEnv = new Set<string>();
+  /** The step's record from an earlier run with the same definition: a candidate for skipping. */
+  record: SavedStep | null = null;
+  /** Index of `record` in the loaded state, to find the steps it defined. */
+  recordIndex = -1;
+  /** The fingerprint of this session's successful execution or skip. */
+  fingerprint: Fingerprint | null = null;
+  /** Globs the step ran while it executed (or replayed), with the files they matched. */
+  readonly globs: GlobRecord[] = [];
+  /** True when the step was skipped (replayed) in this session rather than executed. */
+  replayed = false;
+
+  constructor(
+    readonly key: string,
+    readonly def: StepDefinition,
+    readonly creator: StepNode | null,
+  ) {
+    this.mandatory = def.optional ? "no" : "yes";
+  }
+
+  get isPlan(): boolean {
+    const first = this.def.command.split(/\s/, 1)[0] ?? "";
+    return first === "plan.ts" || first.endsWith("/plan.ts");
+  }
+
+  /** Ready to be checked for skipping or to run. */
+  get runnable(): boolean {
+    return this.state === "pending" && this.waiting === 0 && this.mandatory !== "no" && !this.def.block;
+  }
+}
+
+export interface PoolDef {
+  size: number;
+  definedBy: StepNode | null;
+}
+
+export function stepKey(command: string, workdir: string): string {
+  return workdir === "./" ? command : `${command}  # wd=${workdir}`;
+}
+
+export type Outcome<T> = { ok: true; value: T } | { ok: false; error: string };
+
+function fail<T>(error: string): Outcome<T> {
+  return { ok: false, error };
+}
+
+export function describeStepKey(step: StepNode | null): string {
+  return step === null ? "the root" : `step \`${step.key}\``;
+}
+
+export class Graph {
+  readonly files = new Map<string, FileNode>();
+  readonly steps = new Map<string, StepNode>();
+  readonly pools = new Map<string, PoolDef>();
+  /** Called (synchronously) whenever a step becomes runnable. Must not call back into the graph. */
+  onRunnable: (step: StepNode) => void = () => {};
+
+  constructor() {
+    this.files.set("./", this.newStatic("./", null));
+  }
+
+  private newStatic(path: string, declarer: StepNode | null): FileNode {
+    const node = new FileNode(path);
+    node.state = "static";
+    node.declarer = declarer;
+    return node;
+  }
+
+  /** The node for `path`, creating it (always-static paths as static, others as placeholders). */
+  private fileNode(path: string): FileNode {
+    let node = this.files.get(path);
+    if (!node) {
+      node = isAlwaysStatic(path) ? this.newStatic(path, null) : new FileNode(path);
+      this.files.set(path, node);
+    }
+    return node;
+  }
+
+  // ----------------------------------------------------------------------------------------
+  // Static files
+
+  /** Declare `paths` static, with their parent directories. Existing static paths are fine. */
+  declareStatic(declarer: StepNode | null, paths: string[]): Outcome<void> {
+    // Validate everything first: the parents too, since they will be declared implicitly.
+    const toDeclare: string[] = [];
+    const seen = new Set<string>();
+    for (const path of paths) {
+      const chain: string[] = [];
+      for (let p: string | undefined = path; p !== undefined && !isAlwaysStatic(p); p = parentPath(p)) {
+        chain.push(p);
+      }
+      for (let i = chain.length - 1; i >= 0; i--) {
+        const p = chain[i]!;
+        if (seen.has(p)) continue;
+        seen.add(p);
+        const node = this.files.get(p);
+        if (node?.state === "static") continue;
+        if (node?.producer) {
+          const what = p === path ? p : `${path} lies in ${p}, which`;
+          return fail(
+            `${what} is an output of ${describeStepKey(node.producer)} and cannot also be declared static`,
+          );
+        }
+        toDeclare.push(p);
+      }
+    }
+    for (const p of toDeclare) {
+      const node = this.fileNode(p);
+      node.state = "static";
+      node.declarer = declarer;
+      this.release(node);
+    }
+    if (declarer) declarer.products.statics.push(...paths);
+    return { ok: true, value: undefined };
+  }
+
+  // ----------------------------------------------------------------------------------------
+  // Pools
+
+  definePool(definer: StepNode | null, name: string, size: number): Outcome<void> {
+    if (!Number.isInteger(size) || size < 1) {
+      return fail(`pool "${name}" needs a size of at least 1 (an integer), got ${size}`);
+    }
+    this.pools.set(name, { size, definedBy: definer });
+    if (definer) definer.products.pools.push([name, size]);
+    return { ok: true, value: undefined };
+  }
+
+  // ----------------------------------------------------------------------------------------
+  // Steps
+
+  defineStep(creator: StepNode | null, def: StepDefinition): Outcome<StepNode> {
+    const key = stepKey(def.command, def.workdir);
+    const existing = this.steps.get(key);
+    if (existing) {
+      return fail(`step \`${key}\` is defined twice (first by ${describeStepKey(existing.creator)})`);
+    }
+    if (!isDirPath(def.workdir)) return fail(`workdir must be a directory: ${def.workdir}`);
+    if (def.pool !== null && !this.pools.has(def.pool)) {
+      return fail(`unknown pool "${def.pool}": define it with pool("${def.pool}", size) before using it`);
+    }
+    const outSet = new Set(def.out);
+    for (const path of def.out) {
+      const problem = this.checkNewProduct(path, "output");
+      if (problem) return fail(problem);
+    }
+    for (const path of def.vol) {
+      if (isDirPath(path)) return fail(`a volatile output cannot be a directory: ${path}`);
+      if (outSet.has(path)) return fail(`${path} is both an output and a volatile output`);
+      const problem = this.checkNewProduct(path, "volatile output");
+      if (problem) return fail(problem);
+      if (this.files.get(path)?.consumers.length) {
+        return fail(`volatile output ${path} is used as an input of another step`);
+      }
+    }
+    const volSet = new Set(def.vol);
+    const requires = new Set<string>([def.workdir]);
+    for (const path of def.inp) {
+      if (outSet.has(path)) return fail(`${path} is both an input and an output of this step`);
+      if (volSet.has(path)) return fail(`${path} is both an input and a volatile output of this step`);
+      const node = this.files.get(path);
+      if (node?.state === "volatile") {
+        return fail(`input ${path} is a volatile output of ${describeStepKey(node.producer)}`);
+      }
+      requires.add(path);
+    }
+    for (const path of [...def.out, ...def.vol]) {
+      const dir = parentPath(path);
+      if (dir !== undefined && !outSet.has(dir)) requires.add(dir);
+    }
+    const cycle = this.findCycle(requires, def.out, key);
+    if (cycle) return fail(cycle);
+
+    // Valid: apply.
+    const step = new StepNode(key, def, creator);
+    this.steps.set(key, step);
+    if (creator) creator.products.steps.push(step);
+    for (const path of requires) {
+      const node = this.fileNode(path);
+      step.requires.push(node);
+      node.consumers.push(step);
+      if (!node.available) step.waiting++;
+    }
+    for (const path of def.out) {
+      const node = this.fileNode(path);
+      node.producer = step;
+      node.state = "pending";
+      step.outputs.push(node);
+    }
+    for (const path of def.vol) {
+      const node = this.fileNode(path);
+      node.producer = step;
+      node.state = "volatile";
+      step.volatiles.push(node);
+    }
+    if (step.mandatory === "no" && step.outputs.some((o) => o.consumers.some((c) => c.mandatory !== "no"))) {
+      step.mandatory = "implied";
+    }
+    if (step.mandatory !== "no") this.implySuppliers(step);
+    if (step.runnable) this.onRunnable(step);
+    return { ok: true, value: step };
+  }
+
+  /** Why `path` cannot become a new output, or undefined when it can. */
+  private checkNewProduct(path: string, what: string): string | undefined {
+    if (isAlwaysStatic(path)) return `${path} cannot be an ${what}`;
+    const node = this.files.get(path);
+    if (!node) return undefined;
+    if (node.producer) return `${path} is already an output of ${describeStepKey(node.producer)}`;
+    if (node.state === "static") {
+      const by = node.declarer ? describeStepKey(node.declarer) : "the root";
+      return `${path} is declared static (by ${by}) and cannot be an ${what}`;
+    }
+    return undefined;
+  }
+
+  /**
+   * A new step reading `requires` and writing `outputs` closes a cycle when something already
+   * consuming one of its outputs leads, through outputs and their consumers, back to one of its
+   * requirements. Only outputs that already exist as placeholders can have consumers, so the
+   * usual case costs nothing.
+   */
+  private findCycle(requires: Set<string>, outputs: string[], key: string): string | undefined {
+    // The walk reaches files only as outputs of steps, so a requirement nobody produces (a
+    // static file, a new placeholder) can never close a cycle. Declaring a chain in reverse
+    // order then stays linear instead of walking the rest of the chain for every step.
+    let reachable = false;
+    for (const path of requires) if (this.files.get(path)?.producer) reachable = true;
+    if (!reachable) return undefined;
+    for (const out of outputs) {
+      const start = this.files.get(out);
+      if (!start || start.consumers.length === 0) continue;
+      // Iterative DFS over files; `via` remembers how each file was reached, to print the cycle.
+      const via = new Map<FileNode, { from: FileNode; step: StepNode } | null>([[start, null]]);
+      const stack: FileNode[] = [start];
+      while (stack.length > 0) {
+        const file = stack.pop()!;
+        if (requires.has(file.path)) return this.cycleMessage(key, start, file, via);
+        for (const consumer of file.consumers) {
+          for (const next of consumer.outputs) {
+            if (!via.has(next)) {
+              via.set(next, { from: file, step: consumer });
+              stack.push(next);
+            }
+          }
+        }
+      }
+    }
+    return undefined;
+  }
+
+  private cycleMessage(
+    key: string,
+    start: FileNode,
+    end: FileNode,
+    via: Map<FileNode, { from: FileNode; step: StepNode } | null>,
+  ): string {
+    const chain: string[] = [];
+    for (let file: FileNode | undefined = end; file; ) {
+      chain.push(file.path);
+      const link = via.get(file);
+      if (!link) break;
+      chain.push(`step \`${link.step.key}\``);
+      file = link.from;
+    }
+    chain.reverse();
+    const lines = [`step \`${key}\``, ...chain, `step \`${key}\``];
+    return `this step would close a dependency cycle:\n  ${lines.join("\n  -> ")}`;
+    void start;
+  }
+
+  /** Mark optional producers of everything `step` needs as implied, transitively. */
+  private implySuppliers(step: StepNode): void {
+    const stack: StepNode[] = [step];
+    while (stack.length > 0) {
+      const current = stack.pop()!;
+      for (const file of current.requires) {
+        const producer = file.producer;
+        if (producer && producer.mandatory === "no") {
+          producer.mandatory = "implied";
+          stack.push(producer);
+          if (producer.runnable) this.onRunnable(producer);
+        }
+      }
+    }
+  }
+
+  // ----------------------------------------------------------------------------------------
+  // Env vars
+
+  addEnv(step: StepNode, names: string[]): void {
+    for (const name of names) if (!step.def.env.includes(name)) step.amendedEnv.add(name);
+  }
+
+  // ----------------------------------------------------------------------------------------
+  // Execution results
+
+  /** The step succeeded (ran or was skipped): its outputs become available. */
+  markSucceeded(step: StepNode): void {
+    step.state = "succeeded";
+    for (const out of step.outputs) {
+      out.state = "built";
+      this.release(out);
+    }
+  }
+
+  markFailed(step: StepNode): void {
+    step.state = "failed";
+  }
+
+  /** `file` just became available: its consumers wait for one thing less. */
+  private release(file: FileNode): void {
+    for (const consumer of file.consumers) {
+      consumer.waiting--;
+      if (consumer.runnable) this.onRunnable(consumer);
+    }
+  }
+
+  // ----------------------------------------------------------------------------------------
+  // Reporting
+
+  /** Every env var the step depends on, sorted. */
+  envOf(step: StepNode): string[] {
+    return [...new Set([...step.def.env, ...step.amendedEnv])].sort();
+  }
+}

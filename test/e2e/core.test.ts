@@ -1,0 +1,220 @@
+// End-to-end: the bundled example, skipping, pools and planning while building.
+import assert from "node:assert/strict";
+import { cpSync, existsSync, mkdirSync, readFileSync, symlinkSync, utimesSync } from "node:fs";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import { project, REPO, show, tsup, withAction, type Project } from "./harness.js";
+
+const projects: Project[] = [];
+function fresh(files: Record<string, string> = {}): Project {
+  const p = project(files);
+  projects.push(p);
+  return p;
+}
+after(() => projects.forEach((p) => p.remove()));
+
+describe("the bundled limerick example", () => {
+  test("builds, then skips everything on a second run", async () => {
+    const p = fresh();
+    cpSync(join(REPO, "examples", "limerick"), p.dir, { recursive: true });
+    const first = await tsup(p.dir, ["-n", "-w4"]);
+    assert.equal(first.code, 0, show(first));
+    assert.deepEqual(withAction(first, "START").slice(0, 1), ["./plan.ts"]);
+    assert.equal(withAction(first, "SUCCESS").length, 6, show(first));
+    assert.match(p.read("numbered.txt"), /^\s+1\tThere was an Old Man with a beard,/);
+    assert.equal(p.read("words.txt").trim(), "30");
+    assert.ok(existsSync(p.path(".stepup/workflow.mpk.xz")));
+
+    const second = await tsup(p.dir, ["-n", "-w4"]);
+    assert.equal(second.code, 0, show(second));
+    assert.deepEqual(withAction(second, "START"), [], show(second));
+    assert.equal(withAction(second, "SKIP").length, 6, show(second));
+    assert.equal(withAction(second, "SKIP")[0], "./plan.ts");
+  });
+});
+
+describe("skipping", () => {
+  const plan = `
+import { declareStatic, step } from "tsup-flow";
+declareStatic("a.txt", "b.txt");
+step("tr a-z A-Z < \${inp} > \${out}", { inp: "a.txt", out: "A.txt" });
+step("tr a-z A-Z < \${inp} > \${out}", { inp: "b.txt", out: "B.txt" });
+step("cat \${inp} > \${out}", { inp: ["A.txt", "B.txt"], out: "AB.txt" });
+`;
+
+  test("reruns exactly the steps whose inputs changed and their dependents", async () => {
+    const p = fresh({ "plan.ts": plan, "a.txt": "apple\n", "b.txt": "banana\n" });
+    const first = await tsup(p.dir);
+    assert.equal(first.code, 0, show(first));
+    assert.equal(p.read("AB.txt"), "APPLE\nBANANA\n");
+
+    p.write("a.txt", "avocado\n");
+    const second = await tsup(p.dir);
+    assert.equal(second.code, 0, show(second));
+    assert.deepEqual(withAction(second, "START").sort(), ["cat A.txt B.txt > AB.txt", "tr a-z A-Z < a.txt > A.txt"]);
+    assert.deepEqual(withAction(second, "SKIP").sort(), ["./plan.ts", "tr a-z A-Z < b.txt > B.txt"]);
+    assert.equal(p.read("AB.txt"), "AVOCADO\nBANANA\n");
+  });
+
+  test("an output with the same content as before does not rerun its dependents", async () => {
+    const p = fresh({ "plan.ts": plan, "a.txt": "apple\n", "b.txt": "banana\n" });
+    assert.equal((await tsup(p.dir)).code, 0);
+    p.write("a.txt", "APPLE\n"); // upper-cases to the same A.txt
+    const second = await tsup(p.dir);
+    assert.deepEqual(withAction(second, "START"), ["tr a-z A-Z < a.txt > A.txt"], show(second));
+    assert.ok(withAction(second, "SKIP").includes("cat A.txt B.txt > AB.txt"));
+  });
+
+  test("touching a file without changing it skips; changing its mode reruns", async () => {
+    const p = fresh({ "plan.ts": plan, "a.txt": "apple\n", "b.txt": "banana\n" });
+    assert.equal((await tsup(p.dir)).code, 0);
+    const later = new Date(Date.now() + 5000);
+    utimesSync(p.path("a.txt"), later, later);
+    const touched = await tsup(p.dir);
+    assert.deepEqual(withAction(touched, "START"), [], show(touched));
+    p.write("b.txt", "banana\n", 0o600);
+    const chmodded = await tsup(p.dir);
+    assert.ok(withAction(chmodded, "START").includes("tr a-z A-Z < b.txt > B.txt"), show(chmodded));
+  });
+
+  test("a deleted or hand-edited output makes its step run again", async () => {
+    const p = fresh({ "plan.ts": plan, "a.txt": "apple\n", "b.txt": "banana\n" });
+    assert.equal((await tsup(p.dir)).code, 0);
+    p.write("AB.txt", "edited by hand\n");
+    const edited = await tsup(p.dir, ["-n", "-w2", "-e"]);
+    assert.deepEqual(withAction(edited, "START"), ["cat A.txt B.txt > AB.txt"], show(edited));
+    assert.match(edited.stdout, /Modified output\s+AB\.txt/);
+    assert.equal(p.read("AB.txt"), "APPLE\nBANANA\n");
+  });
+
+  test("env vars listed by a step are part of its fingerprint", async () => {
+    const p = fresh({
+      "plan.ts": `import { step } from "tsup-flow";\nstep("echo $GREETING > \${out}", { out: "g.txt", env: "GREETING" });\n`,
+    });
+    assert.equal((await tsup(p.dir, ["-n"], { env: { GREETING: "hi" } })).code, 0);
+    assert.equal(p.read("g.txt"), "hi\n");
+    const same = await tsup(p.dir, ["-n"], { env: { GREETING: "hi" } });
+    assert.deepEqual(withAction(same, "START"), []);
+    const changed = await tsup(p.dir, ["-n", "-e"], { env: { GREETING: "hello" } });
+    assert.deepEqual(withAction(changed, "START"), ["echo $GREETING > g.txt"], show(changed));
+    assert.match(changed.stdout, /Modified env var\s+GREETING 'hi' ➜ 'hello'/);
+    assert.equal(p.read("g.txt"), "hello\n");
+  });
+
+  test("getenv() makes the plan depend on the variable", async () => {
+    const p = fresh({
+      "plan.ts": `import { getenv, step } from "tsup-flow";\nconst n = getenv("COUNT", "1");\nstep(\`seq \${n} > \${"\${out}"}\`, { out: "seq.txt" });\n`,
+    });
+    assert.equal((await tsup(p.dir, ["-n"], { env: { COUNT: "2" } })).code, 0);
+    assert.equal(p.read("seq.txt"), "1\n2\n");
+    const same = await tsup(p.dir, ["-n"], { env: { COUNT: "2" } });
+    assert.deepEqual(withAction(same, "START"), [], show(same));
+    const changed = await tsup(p.dir, ["-n"], { env: { COUNT: "3" } });
+    assert.ok(withAction(changed, "START").includes("./plan.ts"), show(changed));
+    assert.equal(p.read("seq.txt"), "1\n2\n3\n");
+    // The old step (seq 2) left the plan: its output was replaced by the new step's, not cleaned.
+    assert.ok(existsSync(p.path("seq.txt")));
+  });
+});
+
+describe("planning while building", () => {
+  test("a step starts before plan.ts has finished", async () => {
+    // The plan waits (up to 20 s) for a file that only its first step creates.
+    const p = fresh({
+      "plan.ts": `
+import { existsSync } from "node:fs";
+import { step } from "tsup-flow";
+step("echo early > \${out}", { out: "early.txt" });
+const start = Date.now();
+while (!existsSync("early.txt")) {
+  if (Date.now() - start > 20000) throw new Error("the step did not start while the plan ran");
+  await new Promise((r) => setTimeout(r, 20));
+}
+step("cat early.txt > \${out}", { inp: "early.txt", out: "late.txt" });
+`,
+    });
+    const r = await tsup(p.dir, ["-n", "-w2"]);
+    assert.equal(r.code, 0, show(r));
+    const order = r.lines.map(([a, d]) => `${a} ${d}`);
+    assert.ok(order.indexOf("START echo early > early.txt") < order.indexOf("SUCCESS ./plan.ts"), show(r));
+    assert.equal(p.read("late.txt"), "early\n");
+  });
+
+  test("the API import resolves when the project has tsup-flow as a dependency too", async () => {
+    const p = fresh({
+      "plan.ts": `import { step } from "tsup-flow";\nstep("echo dep > \${out}", { out: "dep.txt" });\n`,
+    });
+    mkdirSync(p.path("node_modules"));
+    symlinkSync(REPO, p.path("node_modules/tsup-flow"));
+    const r = await tsup(p.dir);
+    assert.equal(r.code, 0, show(r));
+    assert.equal(p.read("dep.txt"), "dep\n");
+  });
+
+  test("plan.ts may use TypeScript-only syntax on Node 20", async () => {
+    const p = fresh({
+      "plan.ts": `
+import { step, type StepOptions } from "tsup-flow";
+interface Job { name: string; size: number }
+enum Kind { Small = "small" }
+const jobs: Job[] = [{ name: "x", size: 1 }];
+const opts = (j: Job): StepOptions => ({ out: \`\${j.name}-\${Kind.Small}.txt\` });
+for (const j of jobs) step("touch \${out}", opts(j));
+`,
+    });
+    const r = await tsup(p.dir);
+    assert.equal(r.code, 0, show(r));
+    assert.ok(existsSync(p.path("x-small.txt")));
+  });
+});
+
+describe("pools", () => {
+  test("a pool of 2 delays the third step; a rerun skips all three at once", async () => {
+    const p = fresh({
+      "plan.ts": `
+import { pool, step } from "tsup-flow";
+pool("test", 2);
+for (const c of ["A", "B", "C"]) {
+  step(\`echo start \${c} $(date +%s%N) >> ../log.txt; sleep 0.6; echo end \${c} $(date +%s%N) >> ../log.txt; echo \${c}\`, { pool: "test", workdir: "w" });
+}
+`,
+    });
+    mkdirSync(p.path("w"));
+    p.write("plan.ts", p.read("plan.ts").replace('import { pool, step } from "tsup-flow";', 'import { declareStatic, pool, step } from "tsup-flow";\ndeclareStatic("w/");'));
+    const r = await tsup(p.dir, ["-n", "-w4"]);
+    assert.equal(r.code, 0, show(r));
+    const events = readFileSync(p.path("log.txt"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => l.split(" "))
+      .map(([what, name, ns]) => ({ what: what!, name: name!, t: BigInt(ns!) }));
+    const starts = events.filter((e) => e.what === "start").sort((a, b) => (a.t < b.t ? -1 : 1));
+    const ends = events.filter((e) => e.what === "end").sort((a, b) => (a.t < b.t ? -1 : 1));
+    assert.equal(starts.length, 3);
+    // The third start comes after the first end; the first two overlap.
+    assert.ok(starts[2]!.t >= ends[0]!.t, `third step started before a slot was free: ${JSON.stringify(events.map((e) => [e.what, e.name, String(e.t)]))}`);
+    assert.ok(starts[1]!.t < ends[0]!.t, "the first two steps did not run together");
+
+    const again = await tsup(p.dir, ["-n", "-w4"]);
+    assert.equal(again.code, 0, show(again));
+    assert.equal(withAction(again, "SKIP").length, 4, show(again));
+    assert.ok(again.ms < 5000);
+  });
+
+  test("an undefined pool is an error naming the plan line", async () => {
+    const p = fresh({
+      "plan.ts": `import { step } from "tsup-flow";\n\nstep("echo x", { pool: "nope" });\n`,
+    });
+    const r = await tsup(p.dir);
+    assert.equal(r.code, 3, show(r));
+    assert.match(r.stdout, /plan\.ts:3:\d+: error: unknown pool "nope"/);
+    assert.doesNotMatch(r.stdout + r.stderr, /at .*dist\//, "no stack trace of tsup's own code");
+  });
+
+  test("a pool size below 1 is an error naming the plan line", async () => {
+    const p = fresh({ "plan.ts": `import { pool } from "tsup-flow";\npool("x", 0);\n` });
+    const r = await tsup(p.dir);
+    assert.equal(r.code, 3, show(r));
+    assert.match(r.stdout, /plan\.ts:2:\d+: error: pool "x" needs an integer size of at least 1, got 0/);
+  });
+});
