@@ -19,5 +19,11 @@ export async function resolve(
   nextResolve: Resolve,
 ): Promise<{ url: string; shortCircuit?: boolean; format?: string | null }> {
   if (specifier === PACKAGE_NAME) return { url: apiUrl, shortCircuit: true, format: "module" };
-  return nextResolve(specifier, context);
+  const resolved = await nextResolve(specifier, context);
+  // A plan folder often has no package.json, and then Node would treat plan.ts as CommonJS, where
+  // `import` statements and top-level await fail. The user's own TypeScript files are modules.
+  if (/\.m?ts$/.test(resolved.url) && resolved.url.startsWith("file:") && !resolved.url.includes("/node_modules/")) {
+    return { ...resolved, format: "module" };
+  }
+  return resolved;
 }

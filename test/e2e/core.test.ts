@@ -22,7 +22,7 @@ describe("the bundled limerick example", () => {
     assert.deepEqual(withAction(first, "START").slice(0, 1), ["./plan.ts"]);
     assert.equal(withAction(first, "SUCCESS").length, 6, show(first));
     assert.match(p.read("numbered.txt"), /^\s+1\tThere was an Old Man with a beard,/);
-    assert.equal(p.read("words.txt").trim(), "30");
+    assert.equal(Number(p.read("words.txt").trim()), p.read("numbered.txt").split(/\s+/).filter(Boolean).length);
     assert.ok(existsSync(p.path(".stepup/workflow.mpk.xz")));
 
     const second = await tsup(p.dir, ["-n", "-w4"]);
