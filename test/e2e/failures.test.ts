@@ -1,0 +1,203 @@
+// End-to-end: failing steps, exit codes, interruption, the instance lock, a corrupt state file,
+// and the command line itself.
+import assert from "node:assert/strict";
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { after, describe, test } from "node:test";
+import { project, show, tsup, withAction, type Project } from "./harness.js";
+
+const projects: Project[] = [];
+function fresh(files: Record<string, string> = {}): Project {
+  const p = project(files);
+  projects.push(p);
+  return p;
+}
+after(() => projects.forEach((p) => p.remove()));
+
+const imports = `import { declareStatic, step } from "tsup-flow";\n`;
+
+/** Running (a zombie waiting for a reaper that never comes, in some containers, is not). */
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+describe("failures", () => {
+  test("a failing step shows its output and return code; dependents wait; others go on (exit 4)", async () => {
+    const p = fresh({
+      "plan.ts": `${imports}
+step("echo oops; echo bad >&2; exit 7", { out: "never.txt" });
+step("cat \${inp} > \${out}", { inp: "never.txt", out: "after.txt" });
+step("echo independent > \${out}", { out: "independent.txt" });
+`,
+    });
+    const r = await tsup(p.dir);
+    assert.equal(r.code, 4, show(r));
+    assert.deepEqual(withAction(r, "FAIL"), ["echo oops; echo bad >&2; exit 7"]);
+    assert.match(r.stdout, /Return code\s+7/);
+    assert.match(r.stdout, /─ Standard output ─+\noops\n/);
+    assert.match(r.stdout, /─ Standard error ─+\nbad\n/);
+    assert.ok(existsSync(p.path("independent.txt")));
+    assert.ok(!existsSync(p.path("after.txt")));
+    assert.match(r.stdout, /WARNING │ 1 step failed, see error messages above/);
+    assert.match(r.stdout, /1 step remains pending/);
+    assert.match(r.stdout, /never\.txt\s+its step failed/);
+    // A failed step is never skipped: it runs again next time.
+    const again = await tsup(p.dir);
+    assert.ok(withAction(again, "START").includes("echo oops; echo bad >&2; exit 7"), show(again));
+  });
+
+  test("exit 0 without creating a declared output is a failure", async () => {
+    const p = fresh({ "plan.ts": `${imports}step("true", { out: "promised.txt" });\n` });
+    const r = await tsup(p.dir);
+    assert.equal(r.code, 4, show(r));
+    assert.match(r.stdout, /─ Expected outputs not created ─+\npromised\.txt/);
+  });
+
+  test("a static input deleted between runs makes its step fail with a clear message", async () => {
+    const p = fresh({
+      "plan.ts": `${imports}declareStatic("in.txt");\nstep("cat \${inp}", { inp: "in.txt" });\n`,
+      "in.txt": "x\n",
+    });
+    assert.equal((await tsup(p.dir)).code, 0);
+    rmSync(p.path("in.txt"));
+    // The plan that declared it is not skipped (StepUp bug 8): it reports the missing file itself.
+    const r = await tsup(p.dir);
+    assert.equal(r.code, 3, show(r));
+    assert.ok(withAction(r, "START").includes("./plan.ts"), show(r));
+    assert.match(r.stdout, /plan\.ts:2:1: error: static path does not exist: in\.txt/);
+  });
+});
+
+describe("interruption", () => {
+  test("SIGTERM stops running steps and their children, saves the state, exits 143 within 2 s", async () => {
+    const p = fresh({
+      "plan.ts": `${imports}
+step("echo done > \${out}", { out: "quick.txt" });
+step("sh -c 'echo $$ > child.pid; exec sleep 60' & echo $! > bg.pid; sleep 60", { inp: "quick.txt" });
+`,
+    });
+    let killedAt = 0;
+    const r = await tsup(p.dir, ["-n", "-w2"], {
+      timeoutMs: 30000,
+      onSpawn: (child) => {
+        const poll = setInterval(() => {
+          if (existsSync(p.path("child.pid"))) {
+            clearInterval(poll);
+            setTimeout(() => {
+              killedAt = Date.now();
+              child.kill("SIGTERM");
+            }, 200);
+          }
+        }, 50);
+      },
+    });
+    const elapsed = Date.now() - killedAt;
+    assert.equal(r.code, 143, show(r));
+    assert.ok(elapsed < 2000, `took ${elapsed} ms to exit`);
+    const childPid = Number(readFileSync(p.path("child.pid"), "utf8"));
+    const bgPid = Number(readFileSync(p.path("bg.pid"), "utf8"));
+    await new Promise((res) => setTimeout(res, 200));
+    assert.ok(!alive(childPid), "the step's child process survived");
+    assert.ok(!alive(bgPid), "the step's background process survived");
+    assert.ok(existsSync(p.path(".stepup/workflow.mpk.xz")), "state saved");
+    // The finished step is remembered: the next run skips it.
+    p.write("plan.ts", `${imports}step("echo done > \${out}", { out: "quick.txt" });\n`);
+    const next = await tsup(p.dir);
+    assert.ok(withAction(next, "SKIP").includes("echo done > quick.txt"), show(next));
+  });
+
+  test("a second tsup in the same folder is refused", async () => {
+    const p = fresh({ "plan.ts": `${imports}step("sleep 3");\n` });
+    let second: Promise<import("./harness.js").RunResult> | undefined;
+    const first = tsup(p.dir, ["-n"], {
+      onSpawn: () => {
+        const poll = setInterval(() => {
+          if (existsSync(p.path(".stepup/lock"))) {
+            clearInterval(poll);
+            second = tsup(p.dir, ["-n"]);
+          }
+        }, 20);
+      },
+    });
+    const r1 = await first;
+    assert.ok(second);
+    const r2 = await second;
+    assert.equal(r1.code, 0, show(r1));
+    assert.equal(r2.code, 2, show(r2));
+    assert.match(r2.stderr, /already running in this folder/);
+  });
+});
+
+describe("state file", () => {
+  test("a corrupt state file gives a warning, is kept, and the build starts from scratch", async () => {
+    const p = fresh({ "plan.ts": `${imports}step("echo x > \${out}", { out: "x.txt" });\n` });
+    assert.equal((await tsup(p.dir)).code, 0);
+    const state = p.path(".stepup/workflow.mpk.xz");
+    const good = readFileSync(state);
+    writeFileSync(state, good.subarray(0, Math.floor(good.length / 2)));
+    const r = await tsup(p.dir);
+    assert.equal(r.code, 0, show(r));
+    assert.match(r.stdout, /WARNING │/);
+    assert.deepEqual(withAction(r, "START").sort(), ["./plan.ts", "echo x > x.txt"]);
+    assert.ok(readdirSync(p.path(".stepup")).some((f) => f.startsWith("workflow.mpk.xz.bad")), "copy kept");
+    // And the new state is good again.
+    const again = await tsup(p.dir);
+    assert.deepEqual(withAction(again, "START"), [], show(again));
+  });
+
+  test("a file of another format is treated the same way", async () => {
+    const p = fresh({ "plan.ts": `${imports}step("echo x > \${out}", { out: "x.txt" });\n` });
+    p.write(".stepup/workflow.mpk.xz", "this is not xz at all");
+    const r = await tsup(p.dir);
+    assert.equal(r.code, 0, show(r));
+    assert.match(r.stdout, /WARNING │/);
+    assert.equal(p.read("x.txt"), "x\n");
+  });
+});
+
+describe("command line", () => {
+  test("no plan.ts: usage error, nothing created", async () => {
+    const p = fresh();
+    const r = await tsup(p.dir);
+    assert.equal(r.code, 2, show(r));
+    assert.match(r.stderr, /no plan\.ts in /);
+    assert.ok(!existsSync(p.path(".stepup")));
+  });
+
+  test("bad worker counts are usage errors", async () => {
+    const p = fresh({ "plan.ts": `${imports}` });
+    for (const w of ["0", "abc", "0.1"]) {
+      const r = await tsup(p.dir, ["-n", "-w", w]);
+      assert.equal(r.code, 2, `-w ${w}: ${show(r)}`);
+      assert.match(r.stderr, /workers/);
+    }
+  });
+
+  test("-s prefixes lines with elapsed time and running count", async () => {
+    const p = fresh({ "plan.ts": `${imports}step("true");\n` });
+    const r = await tsup(p.dir, ["-n", "-s"]);
+    assert.equal(r.code, 0, show(r));
+    assert.match(r.stdout, /^\s+\d+\.\d\d\s+\d+\s+START │ \.\/plan\.ts$/m);
+  });
+
+  test("without a terminal there are no escape codes or carriage returns", async () => {
+    const p = fresh({ "plan.ts": `${imports}step("printf '\\\\033[31mred\\\\033[0m\\\\n'");\n` });
+    const r = await tsup(p.dir);
+    assert.equal(r.code, 0, show(r));
+    assert.doesNotMatch(r.stdout, /\x1b|\r/);
+    assert.match(r.stdout, /\nred\n/);
+  });
+
+  test("--json prints one event per line", async () => {
+    const p = fresh({ "plan.ts": `${imports}step("true");\n` });
+    const r = await tsup(p.dir, ["-n", "--json"]);
+    assert.equal(r.code, 0, show(r));
+    const events = r.stdout.trim().split("\n").map((l) => JSON.parse(l) as { kind: string });
+    assert.ok(events.some((e) => e.kind === "start"));
+    assert.ok(events.some((e) => e.kind === "finish"));
+  });
+});
