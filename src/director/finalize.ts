@@ -46,7 +46,7 @@ export function summarize(session: Session, sink: EventSink, interrupted: boolea
         sink.emit({
           kind: "warning",
           message: `${lead} pending due to blocked steps`,
-          pages: [{ title: "Blocked steps", text: blocked.map((s) => session.describe(s)).join("\n") }],
+          pages: [{ title: "Blocked steps", text: listCapped(blocked.map((s) => session.describe(s)), "blocked steps") }],
         });
       } else {
         const shown = pending.slice(0, MAX_PENDING_PAGES).map((s) => pendingPage(session, s));
@@ -65,6 +65,11 @@ export function summarize(session: Session, sink: EventSink, interrupted: boolea
     pending: pending.length,
     complete: failed === 0 && pending.length === 0 && !interrupted && !session.internalError,
   };
+}
+
+function listCapped(lines: string[], what: string): string {
+  if (lines.length <= MAX_PENDING_PAGES) return lines.join("\n");
+  return [...lines.slice(0, MAX_PENDING_PAGES), `... and ${lines.length - MAX_PENDING_PAGES} more ${what}`].join("\n");
 }
 
 function fileLine(label: string, file: FileNode): string {

@@ -89,6 +89,13 @@ export async function runOnce(opts: RunOptions): Promise<RunOutcome> {
     else if (!interrupted) opts.sink.emit({ kind: "warning", message: "Skipping cleanup due to incomplete build." });
     await saveState(stepupDir, stateToSave(session, summary.complete));
     opts.sink.emit({ kind: "workflow", message: `Dumped to .stepup/${STATE_FILE}` });
+    const failed = summary.failedSteps + summary.failedPlans;
+    opts.sink.emit({
+      kind: "director",
+      message:
+        `${summary.ran} executed, ${summary.skipped} skipped, ${failed} failed, ` +
+        `${summary.pending} pending${interrupted ? ", interrupted" : ""}`,
+    });
     return { kind: "done", summary, interrupted, internalError: session.internalError !== undefined };
   } finally {
     await Promise.allSettled([workers.close({ graceMs: opts.graceMs ?? 1000 }), server?.close()]);

@@ -271,9 +271,18 @@ export class Session implements RpcHandler {
         [ENV_HERE]: here,
         [ENV_ROOT_REL]: rootRel === "" ? "." : rootRel.replace(/^\.\/$/, "."),
       },
-      inputs: step.requires.map((f) => ({ path: f.path, known: this.files.known(f.path) })),
-      outputs: step.outputs.map((f) => ({ path: f.path, known: this.files.known(f.path) })),
+      inputs: step.requires.map((f) => ({ path: f.path, known: this.knownForWorker(f.path) })),
+      outputs: step.outputs.map((f) => ({ path: f.path, known: this.knownForWorker(f.path) })),
     };
+  }
+
+  /**
+   * Loaded digests are views into one large buffer; structured clone would copy all of it into
+   * every message, so workers get a copy of just the digest.
+   */
+  private knownForWorker(path: string): FileHash | null {
+    const known = this.files.known(path);
+    return known ? { ...known, digest: known.digest.slice() } : null;
   }
 
   private complete(step: StepNode, result: RunResult): void {
