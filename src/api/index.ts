@@ -342,7 +342,9 @@ export function plan(subdir: string, options: { block?: boolean } = {}): StepInf
 export function copy(src: string, dst: string, options: { optional?: boolean; block?: boolean } = {}): StepInfo {
   const site = captureSite(copy);
   checkOptions(options, ["optional", "block"], "copy", site);
-  const target = isDirPath(dst) ? `${dst}${src.split("/").pop()}` : dst;
+  const used = new Set<string>();
+  const srcName = normPath(substitute(src, used, site)).split("/").pop();
+  const target = isDirPath(dst) ? `${dst}${srcName}` : dst;
   if (normPath(target) === normPath(src)) throw new PlanError("copy(): the destination equals the source", site);
   return stepAt("cp -fp ${inp} ${out}", { inp: src, out: target, ...options }, site);
 }
@@ -352,7 +354,8 @@ export function mkdir(dirname: string, options: { optional?: boolean; block?: bo
   const site = captureSite(mkdir);
   checkOptions(options, ["optional", "block"], "mkdir", site);
   const dir = asDir(normPath(dirname));
-  return stepAt(`mkdir -p ${shellQuote(dir)}`, { out: dir, ...options }, site);
+  // `${out}` rather than the literal name: the path may contain `${VAR}`, which stepAt resolves.
+  return stepAt("mkdir -p ${out}", { out: dir, ...options }, site);
 }
 
 /**

@@ -93,8 +93,14 @@ async function main(argv: string[]): Promise<number> {
   const ci = process.env["CI"] !== undefined && process.env["CI"] !== "" && process.env["CI"] !== "false";
   const color = process.env["FORCE_COLOR"] ? process.env["FORCE_COLOR"] !== "0" : isTty && !ci && !process.env["NO_COLOR"];
   const width = (isTty ? process.stdout.columns : undefined) ?? (Number(process.env["COLUMNS"]) || 80);
+  // When the reader goes away (`tsup -n | head`), keep building and saving; just stop printing.
+  let stdoutGone = false;
+  process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code === "EPIPE") stdoutGone = true;
+    else throw err;
+  });
   const write = (text: string): void => {
-    process.stdout.write(text);
+    if (!stdoutGone) process.stdout.write(text);
   };
   const sink: EventSink = flags.json
     ? createJsonReporter(write)

@@ -17,9 +17,16 @@ export class FileTable {
   }
 
   /** Hash `path` now (stat shortcut first) and remember the result. */
+  /** Set when a hash was learned or changed since loading: the saved table is then outdated. */
+  changed = false;
+
   hash(path: string): HashOutcome {
-    const outcome = hashPath(this.abs(path), isDirPath(path), this.hashes.get(path));
-    if (outcome.kind === "ok" && !isDirPath(path)) this.hashes.set(path, outcome.hash);
+    const known = this.hashes.get(path);
+    const outcome = hashPath(this.abs(path), isDirPath(path), known);
+    if (outcome.kind === "ok" && !isDirPath(path) && outcome.hash !== known) {
+      this.hashes.set(path, outcome.hash);
+      this.changed = true;
+    }
     return outcome;
   }
 
@@ -28,6 +35,9 @@ export class FileTable {
   }
 
   remember(path: string, hash: FileHash | null): void {
-    if (hash && !isDirPath(path)) this.hashes.set(path, hash);
+    if (hash && !isDirPath(path)) {
+      this.hashes.set(path, hash);
+      this.changed = true;
+    }
   }
 }

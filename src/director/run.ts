@@ -87,8 +87,19 @@ export async function runOnce(opts: RunOptions): Promise<RunOutcome> {
     const summary = summarize(session, opts.sink, interrupted);
     if (summary.complete) cleanObsoleteOutputs(session, opts.sink);
     else if (!interrupted) opts.sink.emit({ kind: "warning", message: "Skipping cleanup due to incomplete build." });
-    await saveState(stepupDir, stateToSave(session, summary.complete));
-    opts.sink.emit({ kind: "workflow", message: `Dumped to .stepup/${STATE_FILE}` });
+    // A run that skipped every step it knew, learned no new file hash and dropped no step would
+    // write back exactly what it loaded: leave the file alone (it keeps no-op runs fast).
+    const unchanged =
+      loaded.loaded &&
+      !loaded.warning &&
+      !session.files.changed &&
+      summary.ran === 0 &&
+      summary.skipped === session.graph.steps.size &&
+      session.graph.steps.size === loaded.state.steps.length;
+    if (!unchanged) {
+      await saveState(stepupDir, stateToSave(session, summary.complete));
+      opts.sink.emit({ kind: "workflow", message: `Dumped to .stepup/${STATE_FILE}` });
+    }
     const failed = summary.failedSteps + summary.failedPlans;
     opts.sink.emit({
       kind: "director",

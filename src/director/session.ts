@@ -78,7 +78,7 @@ export class Session implements RpcHandler {
   boot(): void {
     const declared = this.graph.declareStatic(null, [this.opts.planFile]);
     if (!declared.ok) throw new Error(declared.error);
-    this.define(null, {
+    const booted = this.define(null, {
       command: `./${this.opts.planFile}`,
       workdir: "./",
       inp: [this.opts.planFile],
@@ -89,6 +89,8 @@ export class Session implements RpcHandler {
       optional: false,
       block: false,
     });
+    if (!booted.ok) throw new Error(booted.error);
+    this.graph.steps.get(`./${this.opts.planFile}`)!.isBootPlan = true;
   }
 
   /** Resolves when nothing is ready, queued or running. */

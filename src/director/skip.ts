@@ -59,14 +59,17 @@ export function checkSkip(
     if (outcome.kind !== "ok") reasons.push(line("Missing output", file.path));
     else outputs.push([file.path, outcome.hash]);
   }
-  if (reasons.length > 0) return { skip: false, reasons, same: [] };
+  if (inputs.length < step.requires.length || outputs.length < step.outputs.length) {
+    return { skip: false, reasons, same: [] };
+  }
   const now = fingerprintOf(step, env, values, inputs, outputs);
-  if (equalBytes(now.digest, record.fingerprint.digest)) {
+  if (reasons.length === 0 && equalBytes(now.digest, record.fingerprint.digest)) {
     step.fingerprint = record.fingerprint;
     return { skip: true };
   }
+  // Explain everything that differs, not only the first reason found.
   const { changed, same } = explainChanges(record.fingerprint, now);
-  return { skip: false, reasons: changed, same };
+  return { skip: false, reasons: [...reasons, ...changed], same };
 }
 
 export function explainPages(verdict: Extract<SkipVerdict, { skip: false }>): Page[] {

@@ -89,7 +89,12 @@ export class StepNode {
     this.mandatory = def.optional ? "no" : "yes";
   }
 
+  /** Set for the boot plan, whatever its file is called. */
+  isBootPlan = false;
+
+  /** Plans (the boot plan and sub-plans) fail with their own exit status. */
   get isPlan(): boolean {
+    if (this.isBootPlan) return true;
     const first = this.def.command.split(/\s/, 1)[0] ?? "";
     return first === "plan.ts" || first.endsWith("/plan.ts");
   }

@@ -201,3 +201,34 @@ describe("command line", () => {
     assert.ok(events.some((e) => e.kind === "finish"));
   });
 });
+
+describe("edge cases of the command line and API", () => {
+  test("a closed stdout (tsup | head) does not stop the build or the save", async () => {
+    const p = fresh({ "plan.ts": `${imports}for (let i = 0; i < 50; i++) step(\`echo \${i} > \${"\${out}"}\`, { out: \`f\${i}.txt\` });\n` });
+    const { execFileSync } = await import("node:child_process");
+    const { BIN } = await import("./harness.js");
+    const out = execFileSync("bash", ["-c", `set -o pipefail; node '${BIN}' -n --json | head -1; echo "rc=\${PIPESTATUS[0]}"`], {
+      cwd: p.dir,
+      env: { ...process.env, CI: "true" },
+      encoding: "utf8",
+    });
+    assert.match(out, /rc=0/, out);
+    assert.ok(existsSync(p.path("f49.txt")));
+    assert.ok(existsSync(p.path(".stepup/workflow.mpk.xz")));
+  });
+
+  test("mkdir() resolves env vars in the directory name", async () => {
+    const p = fresh({ "plan.ts": `import { mkdir } from "tsup-flow";\nmkdir("\${OUTDIR}");\n` });
+    const r = await tsup(p.dir, ["-n"], { env: { OUTDIR: "results" } });
+    assert.equal(r.code, 0, show(r));
+    assert.ok(existsSync(p.path("results")));
+    assert.ok(!existsSync(p.path("${OUTDIR}")));
+  });
+
+  test("a boot plan with another name that fails exits with the plan status", async () => {
+    const p = fresh({ "build.ts": `throw new Error("broken build plan");\n` });
+    const r = await tsup(p.dir, ["-n", "build.ts"]);
+    assert.equal(r.code, 3, show(r));
+    assert.match(r.stdout, /FAIL │ \.\/build\.ts/);
+  });
+});

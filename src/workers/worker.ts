@@ -1,0 +1,457 @@
+// What runs inside one worker process: check and hash a step's inputs, run its command, hash its
+// outputs, report. The process plumbing (IPC, exit) is injected so the logic can be driven
+// directly in tests; worker-main.ts wires it to the real process.
+//
+// Commands are not spawned from node directly. Forking a node process costs far more than
+// forking a small shell (its page tables are copied and then torn down on exec; measured
+// ~1.5x the per-step cost of `xargs -P2 sh -c` for tiny `cp` steps, ~1.15x through the
+// launcher). So each worker keeps one long-lived `/bin/sh` launcher (LAUNCHER_SCRIPT) that forks a
+// subshell per step, which then execs `/bin/sh -c <command>`: the same fork + exec that
+// ninja or xargs pay.
+//
+// The launcher runs in its own process group (spawned detached, i.e. in a new session), and steps
+// run in that group, so signalling the group reaches the whole tree of the step. The launcher
+// survives the catchable signals (its trap defers them until the step is over); a subshell resets
+// caught signals to their defaults, so steps see normal signal behaviour. After SIGKILL, or if it
+// dies otherwise, a new launcher is started for the next step.
+//
+// Protocol on the launcher's stdin: a line with the number of lines N of the snippet, then N lines
+// of shell code run in the step's subshell (it ends by exec'ing `/bin/sh -c <command>`). On its
+// stdout: "+" once the step's subshell exists (only then can a signal reach the step; signals
+// requested earlier are held back until then, which also keeps them from interrupting the
+// launcher's `read`), then the exit status. Step output goes to two files per step, named by the
+// launcher's step counter, in a private temporary directory; they are read and unlinked after the
+// step. Files, unlike pipes, do not make the step wait for background processes that inherited its
+// stdout, and output of such leftovers ends up in an unlinked file instead of the next step's.
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, statSync, unlinkSync } from "node:fs";
+import { constants as osConstants, tmpdir } from "node:os";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { hashPath, sameStat } from "../state/filehash.js";
+import type { FileHash } from "../state/types.js";
+import type { DirectorMessage, RunRequest, RunResult, WorkerMessage, WorkerOptions } from "./protocol.js";
+
+/** How the worker talks to the outside world. */
+export interface WorkerIO {
+  send(msg: WorkerMessage): void;
+  exit(code: number): void;
+}
+
+/**
+ * The launcher, run as `/bin/sh -c LAUNCHER_SCRIPT tsup-launcher <tempdir>`. POSIX sh only.
+ * - The trap makes the launcher survive signals sent to its process group; dash and bash run a
+ *   trap only after the foreground subshell has finished, so the status is still reported.
+ * - A `read` interrupted by such a signal returns non-zero like EOF; `sig` tells them apart.
+ * - The subshell redirects with `exec` (nothing saved to restore), announces itself on fd 3,
+ *   closes fd 3 so the step cannot hold the protocol pipe, then runs the snippet.
+ */
+const LAUNCHER_SCRIPT = `d=$1; k=0; sig=
+trap 'sig=1' HUP INT QUIT TERM USR1 USR2 ALRM
+while :; do
+  sig=
+  IFS= read -r n || { [ -n "$sig" ] && continue; exit 0; }
+  s=
+  while [ "$n" -gt 0 ]; do IFS= read -r l || exit 0; s="$s$l
+"; n=$((n-1)); done
+  k=$((k+1))
+  (exec 3>&1 >"$d/o$k" 2>"$d/e$k" </dev/null; echo + >&3; exec 3>&-; eval "$s")
+  echo $?
+done`;
+
+/** Quote a string for /bin/sh so that it is passed through as one literal word. */
+export function shellQuote(s: string): string {
+  if (s !== "" && /^[A-Za-z0-9_\/.,:@%+=-]+$/.test(s)) return s;
+  return "'" + s.replace(/'/g, "'\\''") + "'";
+}
+
+const TS_WORD = /^\s*\S+\.m?ts(?=\s|$)/;
+const SHELL_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/**
+ * The shell command actually run for `command`: a command whose first word is a `.ts`/`.mts`
+ * script is run through node with the TypeScript loader, so plan.ts and helper scripts need no
+ * shebang or executable bit, and use the same node as tsup itself.
+ */
+export function effectiveCommand(command: string, tsNode: string, tsLoader: string): string {
+  if (!TS_WORD.test(command)) return command;
+  return `${shellQuote(tsNode)} --import ${shellQuote(tsLoader)} ${command.trimStart()}`;
+}
+
+/** The shell code a launcher subshell runs for one step: cd, env, exec /bin/sh -c. */
+export function stepSnippet(command: string, cwd: string | null, env: Record<string, string>): string {
+  let snippet = cwd === null ? "" : `cd ${shellQuote(cwd)} || exit 2\n`;
+  let envPrefix = "";
+  for (const name in env) {
+    const assignment = shellQuote(`${name}=${env[name]!}`);
+    // `export` only takes shell identifiers; env(1) passes any other name through unchanged.
+    if (SHELL_NAME.test(name)) snippet += `export ${assignment}\n`;
+    else envPrefix += ` ${assignment}`;
+  }
+  return snippet + `exec${envPrefix === "" ? "" : " env" + envPrefix} /bin/sh -c ${shellQuote(command)}`;
+}
+
+interface Launcher {
+  proc: ChildProcess;
+  /** Its pid, which is also the id of the process group it and the steps run in. */
+  pgid: number;
+  /** The launcher's step counter `k`, mirrored to find the output files. */
+  count: number;
+  /** Unparsed tail of its stdout. */
+  buf: string;
+  /** No longer usable for steps. */
+  dead: boolean;
+  /** The process has exited (and was reaped): its pid may be reused, never signal it. */
+  exited: boolean;
+}
+
+interface Running {
+  id: number;
+  req: RunRequest;
+  inputHashes: Array<FileHash | null>;
+  start: number;
+  launcher: Launcher;
+  /** Number of this step's output files ("o<k>", "e<k>"). */
+  k: number;
+  /** The launcher confirmed that the step's subshell exists. */
+  acked: boolean;
+  /** A signal requested before the ack, delivered on it. */
+  pending: NodeJS.Signals | null;
+  /** The last signal delivered to the step's group: explains a status of 128+n. */
+  delivered: NodeJS.Signals | null;
+}
+
+export class Worker {
+  /** Absolute root with a trailing slash, so resolving a path is one concatenation. */
+  private readonly prefix: string;
+  private readonly root: string;
+  private readonly tsNode: string;
+  private readonly tsLoader: string;
+  private tmp: string | null = null;
+  private launcher: Launcher | null = null;
+  private running: Running | null = null;
+  private exiting = false;
+
+  constructor(
+    opts: WorkerOptions,
+    private readonly io: WorkerIO,
+  ) {
+    this.root = opts.root.length > 1 && opts.root.endsWith("/") ? opts.root.slice(0, -1) : opts.root;
+    this.prefix = this.root.endsWith("/") ? this.root : this.root + "/";
+    this.tsNode = opts.tsNode;
+    this.tsLoader = opts.tsLoader;
+  }
+
+  handle(msg: DirectorMessage): void {
+    switch (msg.type) {
+      case "run":
+        this.run(msg.id, msg.req);
+        return;
+      case "kill":
+        if (this.running !== null && this.running.id === msg.id) this.signal(this.running, msg.signal);
+        return;
+      case "shutdown":
+        this.abort(0);
+        return;
+    }
+  }
+
+  /**
+   * The director is gone (IPC disconnect) or asked us to stop: nothing may outlive us, so the
+   * launcher's process group (the running step and anything earlier steps left running in the
+   * background) is SIGKILLed before exiting.
+   */
+  abort(code: number): void {
+    if (this.exiting) return;
+    this.exiting = true;
+    const launcher = this.launcher;
+    this.dispose();
+    if (launcher === null || launcher.exited) {
+      this.io.exit(code);
+      return;
+    }
+    // Reap the killed launcher before leaving, so it is not left to init as a zombie (and its
+    // CPU time is accounted to us). SIGKILL makes this quick; the timer is only a safety net.
+    const timer = setTimeout(() => this.io.exit(code), 1000);
+    launcher.proc.once("exit", () => {
+      clearTimeout(timer);
+      this.io.exit(code);
+    });
+  }
+
+  /** Kill the launcher's group and remove the temporary directory. Idempotent. */
+  dispose(): void {
+    const launcher = this.launcher;
+    this.launcher = null;
+    if (launcher !== null) {
+      launcher.dead = true;
+      if (!launcher.exited) killGroup(launcher.pgid, "SIGKILL");
+    }
+    if (this.tmp !== null) {
+      rmSync(this.tmp, { recursive: true, force: true });
+      this.tmp = null;
+    }
+  }
+
+  private signal(step: Running, sig: NodeJS.Signals): void {
+    if (!step.acked) {
+      // The launcher may still be reading the request: a signal now could cut its `read` short
+      // and, worse, would not reach the step, whose subshell does not exist yet.
+      step.pending = sig;
+      return;
+    }
+    step.delivered = sig;
+    if (!step.launcher.exited) killGroup(step.launcher.pgid, sig);
+  }
+
+  private abs(path: string): string {
+    return path.charCodeAt(0) === 47 /* "/" */ ? path : this.prefix + path;
+  }
+
+  private run(id: number, req: RunRequest): void {
+    if (this.running !== null) {
+      // The pool never does this; answering keeps a buggy director from hanging forever.
+      this.io.send({ type: "result", id, result: failedResult(req, "Worker is busy with another step") });
+      return;
+    }
+    const start = performance.now();
+    const inputs = req.inputs;
+    const inputHashes: Array<FileHash | null> = new Array<FileHash | null>(inputs.length);
+    let invalidInputs: string[] | undefined;
+    for (let i = 0; i < inputs.length; i++) {
+      const inp = inputs[i]!;
+      const outcome = hashPath(this.abs(inp.path), inp.path.endsWith("/"), inp.known);
+      if (outcome.kind === "ok") {
+        inputHashes[i] = outcome.hash;
+      } else {
+        inputHashes[i] = null;
+        (invalidInputs ??= []).push(
+          outcome.kind === "missing" ? `Path does not exist: ${inp.path}` : `${outcome.message}: ${inp.path}`,
+        );
+      }
+    }
+    if (invalidInputs !== undefined) {
+      const result = { ...emptyResult(req, performance.now() - start), invalidInputs, inputHashes };
+      this.io.send({ type: "result", id, result });
+      return;
+    }
+
+    // The launcher's cwd is the root: steps there need no `cd`.
+    let cwd: string | null = null;
+    if (req.workdir !== "./") {
+      cwd = this.abs(req.workdir);
+      const problem = cwdProblem(cwd, req.workdir);
+      if (problem !== null) {
+        const result = { ...emptyResult(req, performance.now() - start), inputHashes, spawnError: problem };
+        this.io.send({ type: "result", id, result });
+        return;
+      }
+    }
+
+    let launcher: Launcher;
+    try {
+      launcher = this.launcher ?? this.startLauncher();
+    } catch (err) {
+      const message = `Could not start /bin/sh: ${err instanceof Error ? err.message : String(err)}`;
+      const result = { ...emptyResult(req, performance.now() - start), inputHashes, spawnError: message };
+      this.io.send({ type: "result", id, result });
+      return;
+    }
+    const snippet = stepSnippet(effectiveCommand(req.command, this.tsNode, this.tsLoader), cwd, req.env);
+    let lines = 1;
+    for (let i = snippet.indexOf("\n"); i >= 0; i = snippet.indexOf("\n", i + 1)) lines++;
+    launcher.count++;
+    this.running = {
+      id,
+      req,
+      inputHashes,
+      start,
+      launcher,
+      k: launcher.count,
+      acked: false,
+      pending: null,
+      delivered: null,
+    };
+    launcher.proc.stdin!.write(`${lines}\n${snippet}\n`);
+  }
+
+  private startLauncher(): Launcher {
+    this.tmp ??= mkdtempSync(join(tmpdir(), "tsup-worker-"));
+    const proc = spawn("/bin/sh", ["-c", LAUNCHER_SCRIPT, "tsup-launcher", this.tmp], {
+      cwd: this.root,
+      stdio: ["pipe", "pipe", "inherit"],
+      // New session and process group: terminal signals do not reach steps directly (the
+      // director forwards them), and the group is what kill and cleanup address.
+      detached: true,
+    });
+    if (proc.pid === undefined) {
+      // spawn() reports ENOENT and friends asynchronously; its 'error' must still be handled.
+      proc.on("error", () => {});
+      throw new Error("spawn failed");
+    }
+    const launcher: Launcher = { proc, pgid: proc.pid, count: 0, buf: "", dead: false, exited: false };
+    this.launcher = launcher;
+    proc.stdout!.setEncoding("latin1");
+    proc.stdout!.on("data", (chunk: string) => this.onLauncherOutput(launcher, chunk));
+    // EPIPE when the launcher died: its 'close' reports the step.
+    proc.stdin!.on("error", () => {});
+    proc.on("error", () => {});
+    proc.on("exit", () => {
+      launcher.exited = true;
+    });
+    proc.on("close", () => this.onLauncherGone(launcher));
+    this.io.send({ type: "launcher", pgid: launcher.pgid });
+    return launcher;
+  }
+
+  private onLauncherOutput(launcher: Launcher, chunk: string): void {
+    launcher.buf += chunk;
+    let nl: number;
+    while ((nl = launcher.buf.indexOf("\n")) >= 0) {
+      const line = launcher.buf.slice(0, nl);
+      launcher.buf = launcher.buf.slice(nl + 1);
+      const step = this.running;
+      if (step === null || step.launcher !== launcher) continue;
+      if (line === "+") {
+        step.acked = true;
+        if (step.pending !== null) this.signal(step, step.pending);
+      } else {
+        const status = Number(line);
+        // Anything else would be a launcher bug; the step then ends when the launcher does.
+        if (line !== "" && Number.isInteger(status)) this.finish(step, status);
+      }
+    }
+  }
+
+  private onLauncherGone(launcher: Launcher): void {
+    launcher.dead = true;
+    if (this.launcher === launcher) this.launcher = null;
+    const step = this.running;
+    if (step === null || step.launcher !== launcher || this.exiting) return;
+    // Killed together with the step (SIGKILL cannot be trapped), or died on its own.
+    this.finish(step, null);
+  }
+
+  /** `status` is the launcher's report (0-255), or null when the launcher died. */
+  private finish(step: Running, status: number | null): void {
+    this.running = null;
+    const durationMs = performance.now() - step.start;
+    let exitCode: number | null = status;
+    let signal: string | null = null;
+    if (status === null) {
+      signal = step.delivered ?? "SIGKILL";
+    } else if (status > 128 && step.delivered !== null && osConstants.signals[step.delivered] === status - 128) {
+      // The shell reports death by signal n as 128+n. Only when we sent that very signal is it
+      // taken as a signal; a command may well `exit 143` by itself.
+      exitCode = null;
+      signal = step.delivered;
+    }
+    const req = step.req;
+    this.io.send({
+      type: "result",
+      id: step.id,
+      result: {
+        exitCode,
+        signal,
+        stdout: this.takeOutput(`/o${step.k}`),
+        stderr: this.takeOutput(`/e${step.k}`),
+        durationMs,
+        invalidInputs: NO_STRINGS,
+        inputHashes: step.inputHashes,
+        changedInputs: this.changedInputs(req, step.inputHashes),
+        outputHashes: this.hashOutputs(req),
+        spawnError: status === null && step.delivered === null ? "The step's launcher shell died" : null,
+      },
+    });
+  }
+
+  private takeOutput(name: string): string {
+    const path = this.tmp + name;
+    let text: string;
+    try {
+      text = readFileSync(path, "utf8");
+    } catch {
+      return "";
+    }
+    try {
+      unlinkSync(path);
+    } catch {
+      // Already gone.
+    }
+    return text;
+  }
+
+  /** Inputs whose stat no longer matches what was hashed before the command ran. */
+  private changedInputs(req: RunRequest, hashes: Array<FileHash | null>): string[] {
+    let changed: string[] | undefined;
+    for (let i = 0; i < req.inputs.length; i++) {
+      const path = req.inputs[i]!.path;
+      const hash = hashes[i];
+      if (hash == null) continue;
+      let ok: boolean;
+      try {
+        const st = statSync(this.abs(path), { throwIfNoEntry: false });
+        // Directories carry no stat values in their FileHash: only their kind can be checked.
+        ok = st !== undefined && (path.endsWith("/") ? st.isDirectory() : sameStat(hash, st));
+      } catch {
+        ok = false;
+      }
+      if (!ok) (changed ??= []).push(path);
+    }
+    return changed ?? NO_STRINGS;
+  }
+
+  private hashOutputs(req: RunRequest): Array<FileHash | null> {
+    const outputs = req.outputs;
+    const hashes = new Array<FileHash | null>(outputs.length);
+    for (let i = 0; i < outputs.length; i++) {
+      const o = outputs[i]!;
+      const outcome = hashPath(this.abs(o.path), o.path.endsWith("/"), o.known);
+      hashes[i] = outcome.kind === "ok" ? outcome.hash : null;
+    }
+    return hashes;
+  }
+}
+
+/** Shared empty array: results are serialized right away, never mutated. */
+const NO_STRINGS: string[] = [];
+
+function killGroup(pgid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(-pgid, sig);
+  } catch {
+    // ESRCH: the group is already gone.
+  }
+}
+
+function cwdProblem(cwd: string, workdir: string): string | null {
+  let isDir: boolean | undefined;
+  try {
+    isDir = statSync(cwd, { throwIfNoEntry: false })?.isDirectory();
+  } catch {
+    isDir = undefined;
+  }
+  if (isDir === undefined) return `Working directory does not exist: ${workdir}`;
+  if (!isDir) return `Working directory is not a directory: ${workdir}`;
+  return null;
+}
+
+function emptyResult(req: RunRequest, durationMs: number): RunResult {
+  return {
+    exitCode: null,
+    signal: null,
+    stdout: "",
+    stderr: "",
+    durationMs,
+    invalidInputs: NO_STRINGS,
+    inputHashes: req.inputs.map(() => null),
+    changedInputs: NO_STRINGS,
+    // The command did not run: nothing is known about the outputs.
+    outputHashes: req.outputs.map(() => null),
+    spawnError: null,
+  };
+}
+
+function failedResult(req: RunRequest, message: string): RunResult {
+  return { ...emptyResult(req, 0), spawnError: message };
+}

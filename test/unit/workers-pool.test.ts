@@ -1,0 +1,352 @@
+// The worker pool with real worker processes and real commands, each test in its own temp dir.
+import assert from "node:assert/strict";
+import { fork } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import { blake3 } from "@napi-rs/blake-hash";
+import { WorkerPool } from "../../src/workers/pool.js";
+import type { DirectorMessage, RunRequest, RunResult, WorkerMessage } from "../../src/workers/protocol.js";
+import { effectiveCommand, shellQuote, stepSnippet } from "../../src/workers/worker.js";
+
+const WORKER_ENTRY = new URL("../../src/workers/worker-main.ts", import.meta.url).pathname;
+
+const dirs: string[] = [];
+const pools: WorkerPool[] = [];
+after(async () => {
+  // A failed assertion must not leave workers (and their sleeps) behind.
+  await Promise.all(pools.map((p) => p.close({ graceMs: 200 })));
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+function tempDir(): string {
+  const d = mkdtempSync(join(tmpdir(), "tsup-workers-"));
+  dirs.push(d);
+  return d;
+}
+
+function makePool(root: string, size = 1, tsLoader = "tsx"): WorkerPool {
+  const pool = new WorkerPool({ size, root, tsNode: process.execPath, tsLoader, workerEntry: WORKER_ENTRY });
+  pool.start();
+  pools.push(pool);
+  return pool;
+}
+
+function req(command: string, extra: Partial<RunRequest> = {}): RunRequest {
+  return { command, workdir: "./", env: {}, inputs: [], outputs: [], ...extra };
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Poll until `cond` holds; fails the test after `ms`. */
+async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+/** True while `pid` is a live process (a zombie counts as dead: it only waits to be reaped). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+/** PIDs a command wrote to `file`, one per line, once there are `n` of them. */
+async function pidsFrom(file: string, n: number): Promise<number[]> {
+  let pids: number[] = [];
+  await until(
+    () => {
+      if (!existsSync(file)) return false;
+      pids = readFileSync(file, "utf8").split("\n").filter(Boolean).map(Number);
+      return pids.length >= n;
+    },
+    10_000,
+    `${n} pids in ${file}`,
+  );
+  return pids;
+}
+
+const TWO_SLEEPS = "sleep 30 & echo $! > pids; sleep 30 & echo $! >> pids; wait";
+
+describe("WorkerPool", () => {
+  test("runs a command and captures stdout, stderr and the exit code", { timeout: 30_000 }, async () => {
+    const root = tempDir();
+    const pool = makePool(root);
+    assert.deepEqual(pool.workerPids(), [], "no worker before the first run");
+    assert.equal(pool.idleCount(), 1);
+    const res = await pool.run(req("echo out; echo err >&2; printf 'h\\303\\251'; exit 3"));
+    assert.equal(res.exitCode, 3);
+    assert.equal(res.signal, null);
+    assert.equal(res.stdout, "out\nhé");
+    assert.equal(res.stderr, "err\n");
+    assert.equal(res.spawnError, null);
+    assert.deepEqual(res.invalidInputs, []);
+    assert.ok(res.durationMs > 0);
+    assert.equal(pool.idleCount(), 1);
+    const ok = await pool.run(req("true"));
+    assert.equal(ok.exitCode, 0);
+    assert.equal(ok.stdout, "");
+    // An exit status that looks like a signal death is still an exit status when no signal was sent.
+    const fake = await pool.run(req("exit 143"));
+    assert.equal(fake.exitCode, 143);
+    assert.equal(fake.signal, null);
+    await pool.close();
+    assert.deepEqual(pool.workerPids(), []);
+  });
+
+  test("workdir, env and the root-relative paths of a step", { timeout: 30_000 }, async () => {
+    const root = tempDir();
+    mkdirSync(join(root, "sub"));
+    const pool = makePool(root);
+    writeFileSync(join(root, "sub/data.txt"), "data");
+    const res = await pool.run(
+      req(`pwd; printf '%s|' "$A" "$B" "$HOME"; cat data.txt`, {
+        workdir: "sub/",
+        env: { A: "it's", B: "two\nlines" },
+        inputs: [{ path: "sub/data.txt", known: null }],
+      }),
+    );
+    assert.equal(res.exitCode, 0, res.stderr);
+    assert.equal(res.stdout, `${join(root, "sub")}\nit's|two\nlines|${process.env.HOME ?? ""}|data`);
+    // Absolute workdir, and a variable name that is no shell identifier.
+    const abs = await pool.run(req(`pwd; env | grep '^A-B='`, { workdir: join(root, "sub") + "/", env: { "A-B": "x y" } }));
+    assert.equal(abs.stdout, `${join(root, "sub")}\nA-B=x y\n`);
+    const missing = await pool.run(req("true", { workdir: "nope/" }));
+    assert.equal(missing.spawnError, "Working directory does not exist: nope/");
+    assert.equal(missing.exitCode, null);
+  });
+
+  test("hashes outputs after the run, null for one not created", { timeout: 30_000 }, async () => {
+    const root = tempDir();
+    writeFileSync(join(root, "in.txt"), "input");
+    const pool = makePool(root);
+    const res = await pool.run(
+      req("cp in.txt out.txt && mkdir d", {
+        inputs: [{ path: "in.txt", known: null }],
+        outputs: [
+          { path: "out.txt", known: null },
+          { path: "never.txt", known: null },
+          { path: "d/", known: null },
+        ],
+      }),
+    );
+    assert.equal(res.exitCode, 0, res.stderr);
+    assert.equal(res.inputHashes.length, 1);
+    const expected = Buffer.from(blake3(Buffer.from("input"))).toString("hex");
+    assert.equal(Buffer.from(res.inputHashes[0]!.digest).toString("hex"), expected);
+    assert.equal(res.outputHashes.length, 3);
+    const out = res.outputHashes[0]!;
+    assert.ok(out.digest instanceof Uint8Array, "digest survives IPC as a Uint8Array");
+    assert.equal(Buffer.from(out.digest).toString("hex"), expected);
+    assert.equal(out.size, 5);
+    assert.equal(res.outputHashes[1], null);
+    assert.notEqual(res.outputHashes[2], null);
+    assert.deepEqual(res.changedInputs, []);
+  });
+
+  test("invalid inputs prevent running the command", { timeout: 30_000 }, async () => {
+    const root = tempDir();
+    mkdirSync(join(root, "d"));
+    writeFileSync(join(root, "ok.txt"), "ok");
+    const pool = makePool(root);
+    const res = await pool.run(
+      req("touch ran", {
+        inputs: [
+          { path: "ok.txt", known: null },
+          { path: "data.txt", known: null },
+          { path: "d", known: null },
+        ],
+        outputs: [{ path: "ran", known: null }],
+      }),
+    );
+    assert.deepEqual(res.invalidInputs, ["Path does not exist: data.txt", "Directory without trailing slash: d"]);
+    assert.equal(existsSync(join(root, "ran")), false, "command must not run");
+    assert.equal(res.exitCode, null);
+    assert.equal(res.inputHashes.length, 3);
+    assert.notEqual(res.inputHashes[0], null);
+    assert.equal(res.inputHashes[1], null);
+    assert.deepEqual(res.outputHashes, [null]);
+  });
+
+  test("reports inputs that changed while the command ran", { timeout: 30_000 }, async () => {
+    const root = tempDir();
+    writeFileSync(join(root, "a.txt"), "a");
+    writeFileSync(join(root, "b.txt"), "b");
+    const pool = makePool(root);
+    const res = await pool.run(
+      req("echo more >> a.txt", {
+        inputs: [
+          { path: "a.txt", known: null },
+          { path: "b.txt", known: null },
+        ],
+      }),
+    );
+    assert.equal(res.exitCode, 0);
+    assert.deepEqual(res.changedInputs, ["a.txt"]);
+  });
+
+  test("a .ts first word runs through node with the loader", { timeout: 30_000 }, async () => {
+    const root = tempDir();
+    writeFileSync(join(root, "loader.mjs"), `globalThis.__tsupLoader = "loaded";\n`);
+    // Plain JavaScript in a .ts file: no transpiler needed, the loader only has to be imported.
+    writeFileSync(
+      join(root, "gen.ts"),
+      `console.log(JSON.stringify([globalThis.__tsupLoader, process.execPath, process.argv.slice(2)]));\n`,
+    );
+    const pool = makePool(root, 1, join(root, "loader.mjs"));
+    const res = await pool.run(req("./gen.ts one 'two words'"));
+    assert.equal(res.exitCode, 0, res.stderr);
+    assert.deepEqual(JSON.parse(res.stdout), ["loaded", process.execPath, ["one", "two words"]]);
+    // Not executable and without shebang: run directly, it would fail.
+    const direct = await pool.run(req("./gen.ts.not; ./gen.ts"));
+    assert.notEqual(direct.exitCode, 0);
+  });
+
+  test("two runs on two workers overlap in time", { timeout: 30_000 }, async () => {
+    const root = tempDir();
+    const pool = makePool(root, 2);
+    assert.equal(pool.idleCount(), 2);
+    const stamp = (n: number): string => `date +%s%N > s${n}; sleep 0.5; date +%s%N > e${n}`;
+    const runs = [pool.run(req(stamp(1))), pool.run(req(stamp(2)))];
+    assert.equal(pool.idleCount(), 0);
+    const results = await Promise.all(runs);
+    for (const r of results) assert.equal(r.exitCode, 0, r.stderr);
+    const t = (f: string): bigint => BigInt(readFileSync(join(root, f), "utf8").trim());
+    assert.ok(t("s1") < t("e2") && t("s2") < t("e1"), "the two sleeps ran at the same time");
+    assert.equal(pool.workerPids().length, 2);
+    assert.equal(pool.idleCount(), 2);
+  });
+
+  test("signalAll reaches the running step", { timeout: 30_000 }, async () => {
+    const root = tempDir();
+    const pool = makePool(root);
+    const run = pool.run(req(TWO_SLEEPS));
+    const pids = await pidsFrom(join(root, "pids"), 2);
+    pool.signalAll("SIGTERM");
+    const res = await run;
+    assert.equal(res.signal, "SIGTERM");
+    assert.equal(res.exitCode, null);
+    await until(() => pids.every((p) => !alive(p)), 2000, "both sleeps to die");
+    // The worker is fine afterwards.
+    assert.equal((await pool.run(req("echo again"))).stdout, "again\n");
+  });
+
+  test("a signal requested right after run() is not lost", { timeout: 30_000 }, async () => {
+    const root = tempDir();
+    const pool = makePool(root);
+    await pool.run(req("true")); // worker and launcher up
+    for (let i = 0; i < 5; i++) {
+      const started = Date.now();
+      const run = pool.run(req("sleep 20"));
+      pool.signalAll("SIGTERM");
+      const res = await run;
+      assert.equal(res.signal, "SIGTERM");
+      assert.ok(Date.now() - started < 5000);
+    }
+  });
+
+  test("close() during a step kills its whole process group", { timeout: 30_000 }, async () => {
+    const root = tempDir();
+    const pool = makePool(root);
+    const run = pool.run(req(TWO_SLEEPS));
+    const pids = await pidsFrom(join(root, "pids"), 2);
+    assert.ok(pids.every(alive));
+    const workers = pool.workerPids();
+    const started = Date.now();
+    await pool.close();
+    const res = await run;
+    assert.equal(res.signal, "SIGTERM");
+    await until(() => pids.every((p) => !alive(p)), 1500 - (Date.now() - started), "both sleeps to die");
+    assert.ok(Date.now() - started < 1500, `took ${Date.now() - started} ms`);
+    assert.ok(workers.every((p) => !alive(p)), "worker processes exited");
+    assert.equal(pool.idleCount(), 0);
+    await assert.rejects(pool.run(req("true")), /closed/);
+  });
+
+  test("close() escalates to SIGKILL after graceMs", { timeout: 30_000 }, async () => {
+    const root = tempDir();
+    const pool = makePool(root);
+    const run = pool.run(req(`trap '' TERM; echo $$ > pids; while :; do sleep 0.05; done`));
+    const [pid] = await pidsFrom(join(root, "pids"), 1);
+    const started = Date.now();
+    await pool.close({ graceMs: 300 });
+    const res = await run;
+    assert.equal(res.signal, "SIGKILL");
+    const took = Date.now() - started;
+    assert.ok(took >= 250 && took < 2000, `took ${took} ms`);
+    await until(() => !alive(pid!), 1000, "the step to die");
+  });
+
+  test("a crashed worker rejects its run and is replaced", { timeout: 30_000 }, async () => {
+    const root = tempDir();
+    const pool = makePool(root);
+    const run = pool.run(req(TWO_SLEEPS));
+    const pids = await pidsFrom(join(root, "pids"), 2);
+    const [worker] = pool.workerPids();
+    process.kill(worker!, "SIGKILL");
+    await assert.rejects(run, new RegExp(`Worker process ${worker} was killed by SIGKILL while running: sleep 30`));
+    // The director cleans up what the dead worker could not.
+    await until(() => pids.every((p) => !alive(p)), 2000, "orphaned sleeps to be killed");
+    assert.equal(pool.idleCount(), 1);
+    const again = await pool.run(req("echo replaced"));
+    assert.equal(again.stdout, "replaced\n");
+    assert.notEqual(pool.workerPids()[0], worker);
+  });
+});
+
+describe("worker process", () => {
+  test("kills its step and exits when the director goes away", { timeout: 30_000 }, async () => {
+    const root = tempDir();
+    const opts = JSON.stringify({ root, tsNode: process.execPath, tsLoader: "tsx" });
+    const child = fork(WORKER_ENTRY, [opts], {
+      execArgv: ["--import", import.meta.resolve("tsx")],
+      serialization: "advanced",
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+    });
+    const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+    const results: RunResult[] = [];
+    child.on("message", (m: WorkerMessage) => {
+      if (m.type === "result") results.push(m.result);
+    });
+    const msg: DirectorMessage = { type: "run", id: 1, req: req(TWO_SLEEPS) };
+    child.send(msg);
+    const pids = await pidsFrom(join(root, "pids"), 2);
+    child.disconnect();
+    assert.equal(await exited, 1);
+    await until(() => pids.every((p) => !alive(p)), 1500, "both sleeps to die");
+    assert.deepEqual(results, []);
+  });
+});
+
+describe("command building", () => {
+  test("a .ts or .mts first word runs through node and the loader", () => {
+    assert.equal(effectiveCommand("./plan.ts", "/n/node", "/l/x.mjs"), "/n/node --import /l/x.mjs ./plan.ts");
+    assert.equal(effectiveCommand("  gen.mts a b", "/my node", "file:///l.mjs"), `'/my node' --import file:///l.mjs gen.mts a b`);
+    assert.equal(effectiveCommand("cat x.ts", "/n", "/l"), "cat x.ts");
+    assert.equal(effectiveCommand("./x.tsx", "/n", "/l"), "./x.tsx");
+    assert.equal(effectiveCommand("./x.ts>out", "/n", "/l"), "./x.ts>out");
+  });
+
+  test("shell quoting and step snippets", () => {
+    assert.equal(shellQuote("a/b.c"), "a/b.c");
+    assert.equal(shellQuote(""), "''");
+    assert.equal(shellQuote("it's $x"), `'it'\\''s $x'`);
+    assert.equal(stepSnippet("cp a b", null, {}), "exec /bin/sh -c 'cp a b'");
+    assert.equal(
+      stepSnippet("echo", "/r/d/", { A: "1", "x.y": "2" }),
+      "cd /r/d/ || exit 2\nexport A=1\nexec env x.y=2 /bin/sh -c echo",
+    );
+  });
+});
