@@ -1,6 +1,6 @@
 // The command line. This is the only module that reads process.argv and process.env, installs
 // signal handlers, picks the reporter and decides the exit status.
-import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import { Command, CommanderError, Option } from "commander";
 import { statSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { resolve } from "node:path";
@@ -9,6 +9,7 @@ import { runOnce } from "../director/run.js";
 import type { EventSink } from "../events.js";
 import { createJsonReporter, LineReporter } from "../report/lines.js";
 import { EXIT, exitCodeFor } from "./exit-codes.js";
+import { parseWorkers } from "./workers-option.js";
 
 interface BuildFlags {
   nonInteractive?: boolean;
@@ -17,19 +18,6 @@ interface BuildFlags {
   showPerf?: boolean;
   root?: string;
   json?: boolean;
-}
-
-/** `-w 4` is four workers; `-w 0.5` (a number with a decimal point) is half of the CPUs. */
-export function parseWorkers(value: string, cpus = availableParallelism()): number {
-  const text = value.trim();
-  if (!/^(\d+|\d*\.\d+)$/.test(text)) {
-    throw new InvalidArgumentError("expected a whole number of workers (4) or a fraction of the CPUs (0.5)");
-  }
-  const count = text.includes(".") ? Math.floor(Number(text) * cpus) : Number(text);
-  if (count < 1) {
-    throw new InvalidArgumentError(`this gives ${count} workers (with ${cpus} CPUs); at least 1 is needed`);
-  }
-  return count;
 }
 
 function program(): Command {
