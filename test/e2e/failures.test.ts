@@ -110,6 +110,33 @@ step("sh -c 'echo $$ > child.pid; exec sleep 60' & echo $! > bg.pid; sleep 60", 
     assert.ok(withAction(next, "SKIP").includes("echo done > quick.txt"), show(next));
   });
 
+  test("Ctrl-C (SIGINT to the whole foreground group) stops everything and exits 130", async () => {
+    const p = fresh({
+      "plan.ts": `${imports}step("sh -c 'echo $$ > child.pid; exec sleep 60'; sleep 60");\n`,
+    });
+    const { spawn } = await import("node:child_process");
+    const { BIN } = await import("./harness.js");
+    // Own process group, like a shell job: the terminal sends SIGINT to every process in it.
+    const child = spawn(process.execPath, [BIN, "-n", "-w2"], {
+      cwd: p.dir,
+      env: { ...process.env, CI: "true" },
+      detached: true,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+    const exited = new Promise<number | null>((res) => child.on("close", (code) => res(code)));
+    while (!existsSync(p.path("child.pid"))) await new Promise((res) => setTimeout(res, 50));
+    const sentAt = Date.now();
+    process.kill(-child.pid!, "SIGINT");
+    const code = await exited;
+    assert.ok(Date.now() - sentAt < 2000, "exited within 2 s");
+    assert.equal(code, 130, stdout);
+    await new Promise((res) => setTimeout(res, 200));
+    assert.ok(!alive(Number(readFileSync(p.path("child.pid"), "utf8"))), "the step's process survived");
+    assert.match(stdout, /Received SIGINT/);
+  });
+
   test("a second tsup in the same folder is refused", async () => {
     const p = fresh({ "plan.ts": `${imports}step("sleep 3");\n` });
     let second: Promise<import("./harness.js").RunResult> | undefined;
