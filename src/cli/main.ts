@@ -87,8 +87,24 @@ async function main(argv: string[]): Promise<number> {
     if (err.code === "EPIPE") stdoutGone = true;
     else throw err;
   });
-  const write = (text: string): void => {
+  // One write per event would be one system call per step: thousands of SKIP lines cost more
+  // than the skip checks. Lines are gathered and written together once per turn of the event loop
+  // (each event is still written whole, so lines never interleave).
+  let pending: string[] = [];
+  let flushScheduled = false;
+  const flush = (): void => {
+    flushScheduled = false;
+    if (pending.length === 0) return;
+    const text = pending.join("");
+    pending = [];
     if (!stdoutGone) process.stdout.write(text);
+  };
+  const write = (text: string): void => {
+    pending.push(text);
+    if (!flushScheduled) {
+      flushScheduled = true;
+      setImmediate(flush);
+    }
   };
   const sink: EventSink = flags.json
     ? createJsonReporter(write)
@@ -121,6 +137,7 @@ async function main(argv: string[]): Promise<number> {
     now: () => performance.now(),
     stop: stop.signal,
   });
+  flush();
   if (outcome.kind === "locked") {
     process.stderr.write(`tsup: ${outcome.message}\n`);
     return EXIT.usage;
