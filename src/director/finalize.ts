@@ -49,7 +49,7 @@ export function summarize(session: Session, sink: EventSink, interrupted: boolea
           pages: [{ title: "Blocked steps", text: listCapped(blocked.map((s) => session.describe(s)), "blocked steps") }],
         });
       } else {
-        const shown = pending.slice(0, MAX_PENDING_PAGES).map((s) => pendingPage(session, s));
+        const shown = pending.slice(0, MAX_PENDING_PAGES).map((s) => pendingPage(s));
         if (pending.length > MAX_PENDING_PAGES) {
           shown.push({ title: "More", text: `... and ${pending.length - MAX_PENDING_PAGES} more pending steps` });
         }
@@ -86,12 +86,11 @@ function fileLine(label: string, file: FileNode): string {
   return `${label.padEnd(12)}${file.state.toUpperCase().padStart(8)}  ${shown}${note}`;
 }
 
-function pendingPage(session: Session, step: StepNode): Page {
+function pendingPage(step: StepNode): Page {
   const lines = [`Command               ${step.def.command}`, `Working directory     ${step.def.workdir}`];
   step.requires.forEach((f, i) => lines.push(fileLine(i === 0 ? "Inputs" : "", f)));
   step.outputs.forEach((f, i) => lines.push(fileLine(i === 0 ? "Outputs" : "", f)));
   step.volatiles.forEach((f, i) => lines.push(fileLine(i === 0 && step.outputs.length === 0 ? "Outputs" : "", f)));
-  void session;
   return { title: "Pending step", text: lines.join("\n") };
 }
 

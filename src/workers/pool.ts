@@ -1,7 +1,10 @@
 // Director side of the workers: a fixed number of long-lived worker processes, each running one
-// step at a time. Long-lived workers keep the per-step cost to a spawn of /bin/sh plus two small
-// IPC messages, instead of starting a node process per step.
+// step at a time. Long-lived workers keep the per-step cost to one fork of a small shell (see
+// worker.ts) plus two IPC messages, instead of starting a node process per step.
 import { fork, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { DirectorMessage, RunRequest, RunResult, WorkerMessage, WorkerOptions } from "./protocol.js";
 
@@ -43,7 +46,7 @@ export class WorkerPool {
   private readonly slots: Slot[];
   private readonly entry: string;
   private readonly execArgv: string[];
-  private readonly workerArg: string;
+  private readonly workerOpts: WorkerOptions;
   private forkedAny = false;
   private closing = false;
   private busy = 0;
@@ -56,8 +59,7 @@ export class WorkerPool {
     this.entry = typeof entry === "string" && !entry.startsWith("file:") ? entry : fileURLToPath(entry);
     // An explicit empty execArgv: workers must not inherit the director's flags (e.g. --inspect).
     this.execArgv = /\.[mc]?ts$/.test(this.entry) ? ["--import", resolveTsx()] : [];
-    const workerOpts: WorkerOptions = { root: opts.root, tsNode: opts.tsNode, tsLoader: opts.tsLoader };
-    this.workerArg = JSON.stringify(workerOpts);
+    this.workerOpts = { root: opts.root, tsNode: opts.tsNode, tsLoader: opts.tsLoader };
   }
 
   /**
@@ -102,15 +104,20 @@ export class WorkerPool {
     }
     if (slot === undefined) return Promise.reject(new Error("WorkerPool.run() called without an idle worker"));
     if (slot.child === null) {
-      if (!this.forkedAny) {
-        // First need: start all workers together, so their startup overlaps.
-        this.forkedAny = true;
-        for (const s of this.slots) if (s.child === null) this.spawnWorker(s);
-      } else {
-        this.spawnWorker(slot);
+      try {
+        if (!this.forkedAny) {
+          // First need: start all workers together, so their startup overlaps.
+          this.forkedAny = true;
+          for (const s of this.slots) if (s.child === null) this.spawnWorker(s);
+        } else {
+          this.spawnWorker(slot);
+        }
+      } catch (err) {
+        return Promise.reject(err instanceof Error ? err : new Error(String(err)));
       }
     }
-    const child = slot.child!;
+    const child = slot.child;
+    if (child === null) return Promise.reject(new Error("Could not start a worker process"));
     let resolve!: (result: RunResult) => void;
     let reject!: (err: Error) => void;
     let settle!: () => void;
@@ -129,13 +136,8 @@ export class WorkerPool {
     slot.job = job;
     this.busy++;
     const msg: DirectorMessage = { type: "run", id: job.id, req };
-    try {
-      child.send(msg);
-    } catch (err) {
-      // The channel is already closed: the worker is dying and its 'exit' will reject the job.
-      // Nothing else to do here.
-      void err;
-    }
+    // A closed channel means the worker is dying: its 'exit' rejects the job.
+    this.send(child, msg);
     return promise;
   }
 
@@ -160,8 +162,8 @@ export class WorkerPool {
       this.signalAll("SIGTERM");
       if (!(await settledWithin(Promise.all(running()), graceMs))) {
         this.signalAll("SIGKILL");
-        // A step can only outlast SIGKILL of its group if something outside the group holds its
-        // output pipes open; then give up on the step and kill its worker.
+        // After SIGKILL of its group a worker only fails to report if it is stuck (say, hashing
+        // a huge output): then give up on the step and kill the worker.
         if (!(await settledWithin(Promise.all(running()), graceMs))) {
           for (const s of this.slots) if (s.job !== null) s.child?.kill("SIGKILL");
         }
@@ -188,7 +190,8 @@ export class WorkerPool {
   }
 
   private spawnWorker(slot: Slot): void {
-    const child = fork(this.entry, [this.workerArg], {
+    const tmpDir = mkdtempSync(join(tmpdir(), "tsup-worker-"));
+    const child = fork(this.entry, [JSON.stringify({ ...this.workerOpts, tmpDir })], {
       execArgv: this.execArgv,
       serialization: "advanced",
       // Worker crashes should be visible; steps' own output is piped separately by the worker.
@@ -212,6 +215,7 @@ export class WorkerPool {
         }
       }
       slot.stepGroup = 0;
+      rmSync(tmpDir, { recursive: true, force: true });
       markExited();
       const job = slot.job;
       if (job === null) return;

@@ -70,4 +70,9 @@ export interface WorkerOptions {
   tsNode: string;
   /** Loader passed to `--import` when running `.ts` commands (path or URL). */
   tsLoader: string;
+  /**
+   * Private directory for the steps' output files. The pool creates it and removes it when the
+   * worker exits, even after a crash; without it the worker makes (and removes) its own.
+   */
+  tmpDir?: string;
 }

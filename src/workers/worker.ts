@@ -99,17 +99,23 @@ interface Launcher {
   count: number;
   /** Unparsed tail of its stdout. */
   buf: string;
-  /** No longer usable for steps. */
-  dead: boolean;
   /** The process has exited (and was reaped): its pid may be reused, never signal it. */
   exited: boolean;
 }
 
-interface Running {
+/** A step whose inputs are hashed, ready for a launcher. */
+interface Step {
   id: number;
   req: RunRequest;
   inputHashes: Array<FileHash | null>;
   start: number;
+  /** What the launcher is sent: the line count, then the snippet. */
+  request: string;
+  /** The step was already handed to a second launcher after the first died before starting it. */
+  retried: boolean;
+}
+
+interface Running extends Step {
   launcher: Launcher;
   /** Number of this step's output files ("o<k>", "e<k>"). */
   k: number;
@@ -140,6 +146,7 @@ export class Worker {
     this.prefix = this.root.endsWith("/") ? this.root : this.root + "/";
     this.tsNode = opts.tsNode;
     this.tsLoader = opts.tsLoader;
+    this.tmp = opts.tmpDir ?? null;
   }
 
   handle(msg: DirectorMessage): void {
@@ -183,10 +190,7 @@ export class Worker {
   dispose(): void {
     const launcher = this.launcher;
     this.launcher = null;
-    if (launcher !== null) {
-      launcher.dead = true;
-      if (!launcher.exited) killGroup(launcher.pgid, "SIGKILL");
-    }
+    if (launcher !== null && !launcher.exited) killGroup(launcher.pgid, "SIGKILL");
     if (this.tmp !== null) {
       rmSync(this.tmp, { recursive: true, force: true });
       this.tmp = null;
@@ -248,38 +252,39 @@ export class Worker {
       }
     }
 
+    const snippet = stepSnippet(effectiveCommand(req.command, this.tsNode, this.tsLoader), cwd, req.env);
+    let lines = 1;
+    for (let i = snippet.indexOf("\n"); i >= 0; i = snippet.indexOf("\n", i + 1)) lines++;
+    this.dispatch({ id, req, inputHashes, start, request: `${lines}\n${snippet}\n`, retried: false });
+  }
+
+  /** Hand `step` to the launcher, starting one if needed. */
+  private dispatch(step: Step): void {
     let launcher: Launcher;
     try {
       launcher = this.launcher ?? this.startLauncher();
     } catch (err) {
       const message = `Could not start /bin/sh: ${err instanceof Error ? err.message : String(err)}`;
-      const result = { ...emptyResult(req, performance.now() - start), inputHashes, spawnError: message };
-      this.io.send({ type: "result", id, result });
+      const result = {
+        ...emptyResult(step.req, performance.now() - step.start),
+        inputHashes: step.inputHashes,
+        spawnError: message,
+      };
+      this.io.send({ type: "result", id: step.id, result });
       return;
     }
-    const snippet = stepSnippet(effectiveCommand(req.command, this.tsNode, this.tsLoader), cwd, req.env);
-    let lines = 1;
-    for (let i = snippet.indexOf("\n"); i >= 0; i = snippet.indexOf("\n", i + 1)) lines++;
     launcher.count++;
-    this.running = {
-      id,
-      req,
-      inputHashes,
-      start,
-      launcher,
-      k: launcher.count,
-      acked: false,
-      pending: null,
-      delivered: null,
-    };
-    launcher.proc.stdin!.write(`${lines}\n${snippet}\n`);
+    this.running = { ...step, launcher, k: launcher.count, acked: false, pending: null, delivered: null };
+    launcher.proc.stdin!.write(step.request);
   }
 
   private startLauncher(): Launcher {
     this.tmp ??= mkdtempSync(join(tmpdir(), "tsup-worker-"));
     const proc = spawn("/bin/sh", ["-c", LAUNCHER_SCRIPT, "tsup-launcher", this.tmp], {
       cwd: this.root,
-      stdio: ["pipe", "pipe", "inherit"],
+      // Steps write to their own files; all the launcher itself would print is the shell's
+      // "Terminated" notice for a step killed by a signal.
+      stdio: ["pipe", "pipe", "ignore"],
       // New session and process group: terminal signals do not reach steps directly (the
       // director forwards them), and the group is what kill and cleanup address.
       detached: true,
@@ -289,7 +294,7 @@ export class Worker {
       proc.on("error", () => {});
       throw new Error("spawn failed");
     }
-    const launcher: Launcher = { proc, pgid: proc.pid, count: 0, buf: "", dead: false, exited: false };
+    const launcher: Launcher = { proc, pgid: proc.pid, count: 0, buf: "", exited: false };
     this.launcher = launcher;
     proc.stdout!.setEncoding("latin1");
     proc.stdout!.on("data", (chunk: string) => this.onLauncherOutput(launcher, chunk));
@@ -324,11 +329,19 @@ export class Worker {
   }
 
   private onLauncherGone(launcher: Launcher): void {
-    launcher.dead = true;
     if (this.launcher === launcher) this.launcher = null;
     const step = this.running;
     if (step === null || step.launcher !== launcher || this.exiting) return;
-    // Killed together with the step (SIGKILL cannot be trapped), or died on its own.
+    if (!step.acked && step.pending === null && !step.retried) {
+      // The launcher died (killed from outside, say by an earlier step's `kill -9 0`) before it
+      // started this step: nothing of the step ran yet, so a fresh launcher can run it.
+      this.running = null;
+      this.dispatch({ ...step, retried: true });
+      return;
+    }
+    // Killed together with the step (SIGKILL cannot be trapped), or died on its own. In the
+    // latter case the step may still run in the group: nothing is waiting for it any more.
+    if (step.delivered === null) killGroup(launcher.pgid, "SIGKILL");
     this.finish(step, null);
   }
 

@@ -311,7 +311,7 @@ export class Graph {
       const stack: FileNode[] = [start];
       while (stack.length > 0) {
         const file = stack.pop()!;
-        if (requires.has(file.path)) return this.cycleMessage(key, start, file, via);
+        if (requires.has(file.path)) return this.cycleMessage(key, file, via);
         for (const consumer of file.consumers) {
           for (const next of consumer.outputs) {
             if (!via.has(next)) {
@@ -327,7 +327,6 @@ export class Graph {
 
   private cycleMessage(
     key: string,
-    start: FileNode,
     end: FileNode,
     via: Map<FileNode, { from: FileNode; step: StepNode } | null>,
   ): string {
@@ -342,7 +341,6 @@ export class Graph {
     chain.reverse();
     const lines = [`step \`${key}\``, ...chain, `step \`${key}\``];
     return `this step would close a dependency cycle:\n  ${lines.join("\n  -> ")}`;
-    void start;
   }
 
   /** Mark optional producers of everything `step` needs as implied, transitively. */

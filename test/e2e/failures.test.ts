@@ -137,6 +137,29 @@ step("sh -c 'echo $$ > child.pid; exec sleep 60' & echo $! > bg.pid; sleep 60", 
     assert.match(stdout, /Received SIGINT/);
   });
 
+  test("a step that ignores SIGTERM is killed with SIGKILL after the grace period", async () => {
+    const p = fresh({
+      "plan.ts": `${imports}step("trap '' TERM; echo $$ > stubborn.pid; while true; do sleep 0.1; done");\n`,
+    });
+    let killedAt = 0;
+    const r = await tsup(p.dir, ["-n"], {
+      timeoutMs: 30000,
+      onSpawn: (child) => {
+        const poll = setInterval(() => {
+          if (existsSync(p.path("stubborn.pid"))) {
+            clearInterval(poll);
+            killedAt = Date.now();
+            child.kill("SIGTERM");
+          }
+        }, 50);
+      },
+    });
+    assert.equal(r.code, 143, show(r));
+    assert.ok(Date.now() - killedAt < 2500, `took ${Date.now() - killedAt} ms`);
+    await new Promise((res) => setTimeout(res, 200));
+    assert.ok(!alive(Number(p.read("stubborn.pid"))), "the stubborn step survived");
+  });
+
   test("a second tsup in the same folder is refused", async () => {
     const p = fresh({ "plan.ts": `${imports}step("sleep 3");\n` });
     let second: Promise<import("./harness.js").RunResult> | undefined;
@@ -217,6 +240,24 @@ describe("command line", () => {
     assert.equal(r.code, 0, show(r));
     assert.doesNotMatch(r.stdout, /\x1b|\r/);
     assert.match(r.stdout, /\nred\n/);
+  });
+
+  test("on a terminal the output is coloured", async () => {
+    const p = fresh({ "plan.ts": `${imports}step("true");\n` });
+    const { execFileSync } = await import("node:child_process");
+    const { BIN } = await import("./harness.js");
+    const env: NodeJS.ProcessEnv = { ...process.env, TERM: "xterm" };
+    delete env["CI"];
+    delete env["NO_COLOR"];
+    delete env["FORCE_COLOR"];
+    // `script` gives tsup a pseudo-terminal as stdout.
+    const out = execFileSync("script", ["-qec", `'${process.execPath}' '${BIN}' -n`, "/dev/null"], {
+      cwd: p.dir,
+      env,
+      encoding: "utf8",
+    });
+    assert.match(out, /\x1b\[[0-9;]*m/, "escape codes expected on a terminal");
+    assert.match(out, /SUCCESS/);
   });
 
   test("--json prints one event per line", async () => {
