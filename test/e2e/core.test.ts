@@ -1,6 +1,6 @@
 // End-to-end: the bundled example, skipping, pools and planning while building.
 import assert from "node:assert/strict";
-import { cpSync, existsSync, mkdirSync, readFileSync, symlinkSync, utimesSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, utimesSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { project, REPO, show, tsup, withAction, type Project } from "./harness.js";
@@ -31,6 +31,21 @@ describe("the bundled limerick example", () => {
     assert.equal(withAction(second, "SKIP").length, 6, show(second));
     assert.equal(withAction(second, "SKIP")[0], "./plan.ts");
   });
+});
+
+describe("every bundled example", () => {
+  for (const name of readdirSync(join(REPO, "examples"))) {
+    test(`examples/${name} builds and then skips everything`, async () => {
+      const p = fresh();
+      cpSync(join(REPO, "examples", name), p.dir, { recursive: true });
+      const first = await tsup(p.dir, ["-n", "-w4"]);
+      assert.equal(first.code, 0, show(first));
+      const second = await tsup(p.dir, ["-n", "-w4"]);
+      assert.equal(second.code, 0, show(second));
+      assert.deepEqual(withAction(second, "START"), [], show(second));
+      assert.ok(withAction(second, "SKIP").length >= 2, show(second));
+    });
+  }
 });
 
 describe("skipping", () => {
