@@ -178,7 +178,7 @@ function checkOptions(opts: object, allowed: readonly string[], fn: string, site
   }
 }
 
-function checkExists(path: string, site: CallSite): void {
+function checkExists(path: string, site: CallSite, what = "static path"): void {
   const abs = isAbsPath(path) ? path : `${root}/${path}`;
   let st;
   try {
@@ -186,7 +186,7 @@ function checkExists(path: string, site: CallSite): void {
   } catch {
     st = undefined;
   }
-  if (!st) throw new PlanError(`static path does not exist: ${path}`, site);
+  if (!st) throw new PlanError(`${what} does not exist: ${path}`, site);
   if (st.isDirectory() && !isDirPath(path)) {
     throw new PlanError(`${path} is a directory: write it with a trailing slash ("${path}/")`, site);
   }
@@ -369,4 +369,52 @@ export function getenv(name: string, defaultValue?: string): string | undefined 
   }
   send({ k: "env", names: [name] }, site);
   return process.env[name] ?? defaultValue;
+}
+
+export interface AmendOptions {
+  /** More inputs (files, or "dir/"). */
+  inp?: Paths;
+  /** More outputs. */
+  out?: Paths;
+  /** More volatile outputs. */
+  vol?: Paths;
+  /** More env vars the step depends on. */
+  env?: Paths;
+}
+
+/**
+ * Declare more about the running step itself: inputs it turned out to read, outputs it will
+ * write, env vars it uses. Paths are relative to the step's workdir. Resolves to `true` when the
+ * step may go on; `false` means an input does not exist yet: the step should stop (exit), and tsup
+ * runs it again once the inputs exist. What a step amends is part of its fingerprint and is
+ * remembered, so the next run waits for those inputs up front and skips the step if nothing
+ * changed.
+ */
+export async function amend(options: AmendOptions): Promise<boolean> {
+  const site = captureSite(amend);
+  if (typeof options !== "object" || options === null) throw new PlanError("amend() needs an options object", site);
+  checkOptions(options, ["inp", "out", "vol", "env"], "amend", site);
+  const used = new Set<string>();
+  const paths = (value: Paths | undefined, what: string): string[] =>
+    toList(value, what, site).map((p) => joinWorkdir(here, normPath(substitute(p, used, site))));
+  const inp = paths(options.inp, "inp");
+  const out = paths(options.out, "out");
+  const vol = paths(options.vol, "vol");
+  const env = [...toList(options.env, "env", site), ...used];
+  if (inp.length + out.length + vol.length + env.length === 0) return true;
+  if (!client) {
+    process.stdout.write(`tsup (not connected): ${JSON.stringify({ amend: { inp, out, vol, env } })}\n`);
+    return true;
+  }
+  let answer: { keepGoing: boolean; missing: string[] };
+  try {
+    answer = (await client.call("amend", { inp, out, vol, env: [...new Set(env)].sort() })) as typeof answer;
+  } catch (err) {
+    throw new PlanError((err as Error).message, site);
+  }
+  if (answer.keepGoing) {
+    // tsup believes they exist; if one was deleted behind its back, say so here, not later.
+    for (const p of inp) checkExists(p, site, "amended input");
+  }
+  return answer.keepGoing;
 }

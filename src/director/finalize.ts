@@ -215,6 +215,13 @@ function savedStep(step: StepNode, creator: number, definedStepsBefore: boolean)
   // Outputs of unneeded optional steps are cleaned, so their fingerprints no longer hold.
   if (step.mandatory === "no") fingerprint = null;
   const amendedEnv = [...step.amendedEnv].sort();
+  const amended = {
+    inp: [...step.amended.inp].sort(),
+    out: [...step.amended.out].sort(),
+    vol: [...step.amended.vol].sort(),
+    env: amendedEnv,
+  };
+  const hasAmended = amended.inp.length + amended.out.length + amended.vol.length + amended.env.length > 0;
   return {
     command: step.def.command,
     workdir: step.def.workdir,
@@ -230,7 +237,7 @@ function savedStep(step: StepNode, creator: number, definedStepsBefore: boolean)
     statics: step.products.statics,
     pools: step.products.pools,
     globs: step.globs,
-    amended: amendedEnv.length > 0 ? { inp: [], out: [], vol: [], env: amendedEnv } : null,
+    amended: hasAmended ? amended : null,
     fingerprint,
   };
 }

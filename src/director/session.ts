@@ -105,7 +105,29 @@ export class Session implements RpcHandler {
   private checkIdle(): void {
     if (this.readyHead < this.ready.length || this.running.size > 0 || this.pumpScheduled) return;
     if (this.scheduler.queued > 0 && !this.scheduler.held && !this.stopping) return;
+    if (!this.stopping && this.releaseStaleAmendments()) return;
     for (const waiter of this.idleWaiters.splice(0)) waiter();
+  }
+
+  /**
+   * Nothing can run, but some steps wait only for inputs they amended in an earlier run, which
+   * nothing will produce now (the producer left the plan). Their amended information is outdated:
+   * drop it and let them run, so they can amend anew. Returns whether any step was released.
+   */
+  private releaseStaleAmendments(): boolean {
+    let released = false;
+    for (const step of this.graph.steps.values()) {
+      if (step.state !== "pending" || !step.amendedFromRecord || step.waiting === 0) continue;
+      const waitsOnlyForAmended = step.requires.every((f) => f.available || step.amendedRequires.has(f));
+      if (!waitsOnlyForAmended) continue;
+      this.graph.dropAmended(step);
+      step.record = null;
+      if (step.runnable) {
+        this.graph.reschedule(step);
+        released = true;
+      }
+    }
+    return released;
   }
 
   private schedulePump(): void {
@@ -140,7 +162,8 @@ export class Session implements RpcHandler {
     // Index-based so that skips releasing more steps extend the same loop: no recursion.
     while (this.readyHead < this.ready.length) {
       const step = this.ready[this.readyHead++]!;
-      if (this.stopping) {
+      if (this.stopping || step.waiting > 0) {
+        // Stopping, or amended information replayed after it became runnable made it wait.
         step.state = "pending";
         continue;
       }
@@ -221,7 +244,17 @@ export class Session implements RpcHandler {
       if (sameDefinition(record, def)) {
         step.record = record;
         step.recordIndex = index;
-        if (record.amended) this.graph.addEnv(step, record.amended.env);
+        if (record.amended) {
+          // The step waits up front for what it amended last time, and its fingerprint covers it.
+          this.graph.addEnv(step, record.amended.env);
+          const r = this.graph.amendStep(step, record.amended.inp, record.amended.out, record.amended.vol);
+          if (r.ok) step.amendedFromRecord = true;
+          else {
+            // What it amended no longer fits the graph: run it afresh and let it amend again.
+            this.graph.dropAmended(step);
+            step.record = null;
+          }
+        }
       }
     }
     return { ok: true };
@@ -233,11 +266,13 @@ export class Session implements RpcHandler {
     // A fresh run declares everything anew; what the old record said no longer counts.
     step.fingerprint = null;
     step.amendedEnv.clear();
+    this.graph.dropAmended(step);
     const started = this.opts.now();
     this.opts.sink.emit({ kind: "start", step: this.ref(step), time: started });
     let result: RunResult;
+    const request = this.requestFor(step);
     try {
-      result = await this.opts.runner.run(this.requestFor(step));
+      result = await this.opts.runner.run(request);
     } catch (err) {
       result = {
         exitCode: null,
@@ -255,7 +290,7 @@ export class Session implements RpcHandler {
     this.running.delete(step);
     this.scheduler.done(pool);
     this.counts.ran++;
-    this.complete(step, result);
+    this.complete(step, request, result);
     this.schedulePump();
   }
 
@@ -287,7 +322,7 @@ export class Session implements RpcHandler {
     return known ? { ...known, digest: known.digest.slice() } : null;
   }
 
-  private complete(step: StepNode, result: RunResult): void {
+  private complete(step: StepNode, request: RunRequest, result: RunResult): void {
     const pages: Page[] = [];
     const info = (): Page => {
       const lines = [`Command               ${step.def.command}`];
@@ -296,7 +331,11 @@ export class Session implements RpcHandler {
       if (result.signal !== null) lines.push(`Killed by signal      ${result.signal}`);
       return { title: "Step info", text: lines.join("\n") };
     };
-    const missingOutputs = step.outputs.filter((_, i) => !result.outputHashes[i]).map((f) => f.path);
+    // Outputs the worker hashed, plus those the step amended while it ran (hashed here).
+    const produced = new Set(request.outputs.filter((_, i) => result.outputHashes[i]).map((f) => f.path));
+    const missingOutputs = step.outputs
+      .filter((f) => !produced.has(f.path) && (request.outputs.some((o) => o.path === f.path) || this.files.hash(f.path).kind !== "ok"))
+      .map((f) => f.path);
     let ok = false;
     if (result.spawnError !== null) {
       pages.push(info(), { title: "Could not run the step", text: result.spawnError });
@@ -317,22 +356,34 @@ export class Session implements RpcHandler {
     }
     if (result.stdout.trim()) pages.push({ title: "Standard output", text: result.stdout });
     if (result.stderr.trim()) pages.push({ title: "Standard error", text: result.stderr });
+    if (step.rescheduleDueTo.length > 0) {
+      // The step asked for inputs that do not exist yet: it runs again once they do.
+      const due = [...new Set(step.rescheduleDueTo)].sort();
+      const kept = pages.filter((p) => p.title === "Standard output" || p.title === "Standard error");
+      this.opts.sink.emit({
+        kind: "finish",
+        step: this.ref(step),
+        outcome: "reschedule",
+        pages: [{ title: "Rescheduling due to unavailable amended inputs", text: due.join("\n") }, ...kept],
+        durationMs: result.durationMs,
+      });
+      step.rescheduleDueTo = [];
+      this.graph.reschedule(step);
+      return;
+    }
+    let hashes: { inputs: Array<[string, FileHash]>; outputs: Array<[string, FileHash]> } | undefined;
     if (ok) {
-      const inputs: Array<[string, FileHash]> = [];
-      step.requires.forEach((f, i) => {
-        const hash = result.inputHashes[i];
-        if (hash) {
-          inputs.push([f.path, hash]);
-          this.files.remember(f.path, hash);
-        }
-      });
-      const outputs: Array<[string, FileHash]> = [];
-      step.outputs.forEach((f, i) => {
-        const hash = result.outputHashes[i]!;
-        outputs.push([f.path, hash]);
-        this.files.remember(f.path, hash);
-      });
-      step.fingerprint = fingerprintOf(step, this.graph.envOf(step), this.opts.env, inputs, outputs);
+      hashes = this.resultHashes(step, request, result);
+      if (!hashes) {
+        ok = false;
+        pages.unshift(info(), {
+          title: "Amended files missing after the step ran",
+          text: "an input or output declared with amend() could not be read after the step finished",
+        });
+      }
+    }
+    if (ok && hashes) {
+      step.fingerprint = fingerprintOf(step, this.graph.envOf(step), this.opts.env, hashes.inputs, hashes.outputs);
       this.graph.markSucceeded(step);
     } else {
       this.graph.markFailed(step);
@@ -344,6 +395,43 @@ export class Session implements RpcHandler {
       pages,
       durationMs: result.durationMs,
     });
+  }
+
+  /**
+   * Hashes of everything the step required and produced. The worker hashed what was known when
+   * the step started; what the step amended while it ran is hashed here (usually a stat()).
+   */
+  private resultHashes(
+    step: StepNode,
+    request: RunRequest,
+    result: RunResult,
+  ): { inputs: Array<[string, FileHash]>; outputs: Array<[string, FileHash]> } | undefined {
+    const fromWorker = new Map<string, FileHash>();
+    request.inputs.forEach((f, i) => {
+      const h = result.inputHashes[i];
+      if (h) fromWorker.set(f.path, h);
+    });
+    request.outputs.forEach((f, i) => {
+      const h = result.outputHashes[i];
+      if (h) fromWorker.set(f.path, h);
+    });
+    const collect = (files: readonly { path: string }[]): Array<[string, FileHash]> | undefined => {
+      const out: Array<[string, FileHash]> = [];
+      for (const f of files) {
+        let hash = fromWorker.get(f.path);
+        if (hash) this.files.remember(f.path, hash);
+        else {
+          const now = this.files.hash(f.path);
+          if (now.kind !== "ok") return undefined;
+          hash = now.hash;
+        }
+        out.push([f.path, hash]);
+      }
+      return out;
+    };
+    const inputs = collect(step.requires);
+    const outputs = collect(step.outputs);
+    return inputs && outputs ? { inputs, outputs } : undefined;
   }
 
   // ----------------------------------------------------------------------------------------
@@ -396,8 +484,42 @@ export class Session implements RpcHandler {
     }
   }
 
-  call(_key: string | null, method: string, _args: unknown): Promise<unknown> {
-    return Promise.reject(new Error(`unknown method: ${method}`));
+  call(key: string | null, method: string, args: unknown): Promise<unknown> {
+    try {
+      switch (method) {
+        case "amend":
+          return Promise.resolve(this.amend(key, args));
+        default:
+          throw new Error(`unknown method: ${method}`);
+      }
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+  }
+
+  /** A running step declares more about itself. Answers whether it may go on. */
+  private amend(key: string | null, args: unknown): { keepGoing: boolean; missing: string[] } {
+    const step = key === null ? undefined : this.graph.steps.get(key);
+    if (!step || step.state !== "running") {
+      throw new Error(`amend() is only possible from a running step (${key ?? "no step key"} is not running)`);
+    }
+    const a = (args ?? {}) as Record<string, unknown>;
+    const list = (name: string): string[] => {
+      const v = a[name] ?? [];
+      if (!Array.isArray(v) || !v.every((x) => typeof x === "string" && x !== "")) {
+        throw new Error(`amend: ${name} must be a list of paths`);
+      }
+      return v as string[];
+    };
+    const inp = list("inp");
+    const out = list("out");
+    const vol = list("vol");
+    const env = list("env");
+    const r = this.graph.amendStep(step, inp, out, vol);
+    if (!r.ok) throw new Error(r.error);
+    this.graph.addEnv(step, env);
+    step.rescheduleDueTo.push(...r.value.missing);
+    return { keepGoing: r.value.missing.length === 0, missing: r.value.missing };
   }
 
   /** Whether the step's record from the previous run says it defined other steps. */

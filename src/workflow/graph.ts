@@ -68,6 +68,14 @@ export class StepNode {
   readonly volatiles: FileNode[] = [];
   /** What this step declared while it ran (or while it was replayed), in order. */
   readonly products = { statics: [] as string[], steps: [] as StepNode[], pools: [] as Array<[string, number]> };
+  /** What the step declared about itself with amend() (root-relative paths), in this session. */
+  readonly amended = { inp: [] as string[], out: [] as string[], vol: [] as string[] };
+  /** Requirements added by amend(); removed again before the step reruns. */
+  readonly amendedRequires = new Set<FileNode>();
+  /** True while `amended` came from the previous run's record rather than from this session. */
+  amendedFromRecord = false;
+  /** Amended inputs that were not available when amended: the step must run again later. */
+  rescheduleDueTo: string[] = [];
   /** Env vars the step depends on beyond its definition (getenv, `${VAR}` in paths). */
   readonly amendedEnv = new Set<string>();
   /** The step's record from an earlier run with the same definition: a candidate for skipping. */
@@ -357,6 +365,121 @@ export class Graph {
         }
       }
     }
+  }
+
+  // ----------------------------------------------------------------------------------------
+  // Amended information: a running step declares more inputs and outputs about itself.
+
+  /**
+   * Add inputs, outputs and volatile outputs to `step`. Inputs that are not available yet are
+   * returned as `missing` (the step will be rescheduled once they are). Already declared inputs
+   * are fine; the step's own outputs are not.
+   */
+  amendStep(step: StepNode, inp: string[], out: string[], vol: string[]): Outcome<{ missing: string[] }> {
+    const own = new Set<FileNode>([...step.outputs, ...step.volatiles]);
+    const ownPaths = new Set([...own].map((f) => f.path));
+    const newOut = out.filter((p) => !ownPaths.has(p));
+    const newVol = vol.filter((p) => !ownPaths.has(p));
+    for (const path of newOut) {
+      const problem = this.checkNewProduct(path, "output");
+      if (problem) return fail(problem);
+    }
+    for (const path of newVol) {
+      if (isDirPath(path)) return fail(`a volatile output cannot be a directory: ${path}`);
+      const problem = this.checkNewProduct(path, "volatile output");
+      if (problem) return fail(problem);
+    }
+    const allOut = new Set([...ownPaths, ...newOut, ...newVol]);
+    const required = new Set(step.requires.map((f) => f.path));
+    const added = new Set<string>();
+    for (const path of inp) {
+      if (allOut.has(path)) return fail(`${path} is both an input and an output of this step`);
+      const node = this.files.get(path);
+      if (node?.state === "volatile") return fail(`input ${path} is a volatile output of ${describeStepKey(node.producer)}`);
+      if (!required.has(path)) added.add(path);
+    }
+    for (const path of [...newOut, ...newVol]) {
+      const dir = parentPath(path);
+      if (dir !== undefined && !allOut.has(dir) && !required.has(dir)) added.add(dir);
+    }
+    const cycle = this.findCycle(added, [...allOut], step.key);
+    if (cycle) return fail(cycle);
+
+    for (const path of added) {
+      const node = this.fileNode(path);
+      step.requires.push(node);
+      step.amendedRequires.add(node);
+      node.consumers.push(step);
+      if (!node.available) step.waiting++;
+    }
+    for (const path of newOut) {
+      const node = this.fileNode(path);
+      node.producer = step;
+      node.state = "pending";
+      step.outputs.push(node);
+    }
+    for (const path of newVol) {
+      const node = this.fileNode(path);
+      node.producer = step;
+      node.state = "volatile";
+      step.volatiles.push(node);
+    }
+    step.amended.inp.push(...inp.filter((p) => !step.amended.inp.includes(p)));
+    step.amended.out.push(...newOut);
+    step.amended.vol.push(...newVol);
+    if (step.mandatory !== "no") this.implySuppliers(step);
+    const missing = inp.filter((p) => !this.files.get(p)!.available);
+    return { ok: true, value: { missing } };
+  }
+
+  /** Forget what the step amended (before it runs again, or when that information is outdated). */
+  dropAmended(step: StepNode): void {
+    if (step.amendedRequires.size > 0) {
+      const keep: FileNode[] = [];
+      for (const node of step.requires) {
+        if (!step.amendedRequires.has(node)) {
+          keep.push(node);
+          continue;
+        }
+        const i = node.consumers.indexOf(step);
+        if (i >= 0) node.consumers.splice(i, 1);
+        if (!node.available) step.waiting--;
+        this.forgetIfUnused(node);
+      }
+      step.requires.length = 0;
+      step.requires.push(...keep);
+      step.amendedRequires.clear();
+    }
+    const dropped = new Set([...step.amended.out, ...step.amended.vol]);
+    if (dropped.size > 0) {
+      for (const list of [step.outputs, step.volatiles]) {
+        const keep = list.filter((f) => !dropped.has(f.path));
+        for (const f of list) {
+          if (!dropped.has(f.path)) continue;
+          f.producer = null;
+          f.state = "pending";
+          this.forgetIfUnused(f);
+        }
+        list.length = 0;
+        list.push(...keep);
+      }
+    }
+    step.amended.inp.length = 0;
+    step.amended.out.length = 0;
+    step.amended.vol.length = 0;
+    step.amendedFromRecord = false;
+    step.rescheduleDueTo = [];
+  }
+
+  /** Placeholders nobody needs any more disappear, so they are not reported or saved. */
+  private forgetIfUnused(node: FileNode): void {
+    if (node.state === "pending" && !node.producer && node.consumers.length === 0) this.files.delete(node.path);
+  }
+
+  /** Make a step runnable again after a RESCHEDULE, once what it waits for is there. */
+  reschedule(step: StepNode): void {
+    step.state = "pending";
+    if (step.runnable) this.onRunnable(step);
   }
 
   // ----------------------------------------------------------------------------------------
