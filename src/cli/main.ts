@@ -9,6 +9,7 @@ import { runOnce } from "../director/run.js";
 import type { EventSink } from "../events.js";
 import { createJsonReporter, LineReporter } from "../report/lines.js";
 import { EXIT, exitCodeFor } from "./exit-codes.js";
+import { runAct } from "./act.js";
 import { parseWorkers } from "./workers-option.js";
 
 interface BuildFlags {
@@ -50,6 +51,8 @@ Exit status: 0 success, 1 internal error, 2 usage error, 3 a plan failed,
 }
 
 async function main(argv: string[]): Promise<number> {
+  // Subcommands used from inside running steps; everything else is a build.
+  if (argv[2] === "act") return runAct(argv.slice(3));
   const cmd = program();
   try {
     cmd.parse(argv);
@@ -134,6 +137,7 @@ async function main(argv: string[]): Promise<number> {
     env: process.env,
     tsNode: process.execPath,
     tsLoader: fileURLToPath(new URL("../api/loader.js", import.meta.url)),
+    tsupBin: fileURLToPath(new URL("../../bin/tsup.js", import.meta.url)),
     now: () => performance.now(),
     stop: stop.signal,
   });

@@ -1,6 +1,6 @@
 // One complete non-interactive run: take the folder's lock, load the previous state, serve the
 // director socket, build, report, clean, save. The CLI calls this; so can tests.
-import { mkdirSync } from "node:fs";
+import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { EventSink } from "../events.js";
 import { RpcServer } from "../rpc/server.js";
@@ -22,6 +22,8 @@ export interface RunOptions {
   /** Node executable and loader used to run `.ts` steps such as plan.ts. */
   tsNode: string;
   tsLoader: string;
+  /** Absolute path of bin/tsup.js: steps get a `tsup` command on their PATH that runs it. */
+  tsupBin: string;
   now(): number;
   /** Aborting it interrupts the run: running steps are stopped, the state is saved. */
   stop: AbortSignal;
@@ -68,6 +70,7 @@ export async function runOnce(opts: RunOptions): Promise<RunOutcome> {
         env: opts.env,
         runner: workers,
         socketPath: server.socketPath,
+        stepEnv: { PATH: `${writeTsupShim(server.dir, opts.tsNode, opts.tsupBin)}:${opts.env["PATH"] ?? ""}` },
         now: opts.now,
       },
       loaded.state,
@@ -112,4 +115,19 @@ export async function runOnce(opts: RunOptions): Promise<RunOutcome> {
     await Promise.allSettled([workers.close({ graceMs: opts.graceMs ?? 1000 }), server?.close()]);
     lock.release();
   }
+}
+
+/**
+ * Steps written in any language talk to the director with `tsup act ...`. The `tsup` they find
+ * first on their PATH is a shim in the director's private folder that runs this very tsup, so it
+ * works whether or not tsup is installed globally. Returns the folder to put on the PATH.
+ */
+function writeTsupShim(privateDir: string, node: string, bin: string): string {
+  const dir = join(privateDir, "bin");
+  mkdirSync(dir, { recursive: true });
+  const quote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
+  const shim = join(dir, "tsup");
+  writeFileSync(shim, `#!/bin/sh\nexec ${quote(node)} ${quote(bin)} "$@"\n`);
+  chmodSync(shim, 0o755);
+  return dir;
 }

@@ -31,6 +31,8 @@ export interface SessionOptions {
   env: NodeJS.ProcessEnv;
   runner: Runner;
   socketPath: string;
+  /** Extra environment for every step (the PATH with the `tsup` shim). */
+  stepEnv: Record<string, string>;
   now(): number;
 }
 
@@ -302,6 +304,7 @@ export class Session implements RpcHandler {
       command: step.def.command,
       workdir,
       env: {
+        ...this.opts.stepEnv,
         [ENV_SOCKET]: this.opts.socketPath,
         [ENV_STEP_KEY]: step.key,
         [ENV_ROOT]: this.opts.root,

@@ -16,7 +16,8 @@ export interface RpcHandler {
 
 export class RpcServer {
   readonly socketPath: string;
-  private readonly dir: string;
+  /** The private (0700) folder holding the socket; removed on close. */
+  readonly dir: string;
   private readonly server: Server;
   private readonly sockets = new Set<Socket>();
 

@@ -17,14 +17,19 @@
 //
 // Protocol on the launcher's stdin: a line with the number of lines N of the snippet, then N lines
 // of shell code run in the step's subshell (it ends by exec'ing `/bin/sh -c <command>`). On its
-// stdout: "+" once the step's subshell exists (only then can a signal reach the step; signals
-// requested earlier are held back until then, which also keeps them from interrupting the
-// launcher's `read`), then the exit status. Step output goes to two files per step, named by the
-// launcher's step counter, in a private temporary directory; they are read and unlinked after the
-// step. Files, unlike pipes, do not make the step wait for background processes that inherited its
-// stdout, and output of such leftovers ends up in an unlinked file instead of the next step's.
+// stdout: the exit status. Step output goes to two files per step, named by the launcher's step
+// counter, in a private temporary directory; they are read and unlinked after the step. Files,
+// unlike pipes, do not make the step wait for background processes that inherited its stdout, and
+// output of such leftovers ends up in an unlinked file instead of the next step's.
+//
+// The stdout file doubles as the sign that the step's subshell exists: it is created by the
+// subshell itself. A signal is only delivered once it exists. Before that it would not reach the
+// step at all, and could cut the launcher's `read` of the request short; so a signal requested
+// earlier is held back and delivered as soon as the file shows up (polled, which only happens in
+// the rare case of a kill racing a step's start). An acknowledgement on the pipe would do the
+// same but cost every step an extra wake-up of the worker.
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, statSync, unlinkSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, unlinkSync } from "node:fs";
 import { constants as osConstants, tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -39,12 +44,12 @@ export interface WorkerIO {
 }
 
 /**
- * The launcher, run as `/bin/sh -c LAUNCHER_SCRIPT tsup-launcher <tempdir>`. POSIX sh only.
+ * The launcher, run as `/bin/sh -c LAUNCHER_SCRIPT tsup-launcher <file prefix>`. POSIX sh only.
  * - The trap makes the launcher survive signals sent to its process group; dash and bash run a
  *   trap only after the foreground subshell has finished, so the status is still reported.
  * - A `read` interrupted by such a signal returns non-zero like EOF; `sig` tells them apart.
- * - The subshell redirects with `exec` (nothing saved to restore), announces itself on fd 3,
- *   closes fd 3 so the step cannot hold the protocol pipe, then runs the snippet.
+ * - The subshell redirects with `exec` (no copies of the launcher's fds kept to restore them, so
+ *   the step cannot hold the protocol pipes), then runs the snippet.
  */
 const LAUNCHER_SCRIPT = `d=$1; k=0; sig=
 trap 'sig=1' HUP INT QUIT TERM USR1 USR2 ALRM
@@ -55,7 +60,7 @@ while :; do
   while [ "$n" -gt 0 ]; do IFS= read -r l || exit 0; s="$s$l
 "; n=$((n-1)); done
   k=$((k+1))
-  (exec 3>&1 >"$d/o$k" 2>"$d/e$k" </dev/null; echo + >&3; exec 3>&-; eval "$s")
+  (exec >"\${d}o$k" 2>"\${d}e$k" </dev/null; eval "$s")
   echo $?
 done`;
 
@@ -93,6 +98,8 @@ export function stepSnippet(command: string, cwd: string | null, env: Record<str
 
 interface Launcher {
   proc: ChildProcess;
+  /** Path prefix of its step output files, unique per launcher: "<tmp>/<n>." */
+  files: string;
   /** Its pid, which is also the id of the process group it and the steps run in. */
   pgid: number;
   /** The launcher's step counter `k`, mirrored to find the output files. */
@@ -119,10 +126,12 @@ interface Running extends Step {
   launcher: Launcher;
   /** Number of this step's output files ("o<k>", "e<k>"). */
   k: number;
-  /** The launcher confirmed that the step's subshell exists. */
-  acked: boolean;
-  /** A signal requested before the ack, delivered on it. */
+  /** The step's subshell is known to exist (its stdout file was seen). */
+  started: boolean;
+  /** A signal requested before the subshell existed, delivered once it does. */
   pending: NodeJS.Signals | null;
+  /** Polls for the subshell while a signal is pending. */
+  poll: NodeJS.Timeout | null;
   /** The last signal delivered to the step's group: explains a status of 128+n. */
   delivered: NodeJS.Signals | null;
 }
@@ -136,6 +145,7 @@ export class Worker {
   private tmp: string | null = null;
   private launcher: Launcher | null = null;
   private running: Running | null = null;
+  private launchers = 0;
   private exiting = false;
 
   constructor(
@@ -198,14 +208,26 @@ export class Worker {
   }
 
   private signal(step: Running, sig: NodeJS.Signals): void {
-    if (!step.acked) {
-      // The launcher may still be reading the request: a signal now could cut its `read` short
-      // and, worse, would not reach the step, whose subshell does not exist yet.
+    if (!this.hasStarted(step)) {
       step.pending = sig;
+      step.poll ??= setInterval(() => {
+        if (this.running !== step || !this.hasStarted(step)) return;
+        clearInterval(step.poll!);
+        step.poll = null;
+        const pending = step.pending;
+        step.pending = null;
+        if (pending !== null) this.signal(step, pending);
+      }, 2);
       return;
     }
     step.delivered = sig;
     if (!step.launcher.exited) killGroup(step.launcher.pgid, sig);
+  }
+
+  /** See the header: only then may the launcher's group be signalled for this step. */
+  private hasStarted(step: Running): boolean {
+    if (!step.started) step.started = existsSync(`${step.launcher.files}o${step.k}`);
+    return step.started;
   }
 
   private abs(path: string): string {
@@ -274,13 +296,23 @@ export class Worker {
       return;
     }
     launcher.count++;
-    this.running = { ...step, launcher, k: launcher.count, acked: false, pending: null, delivered: null };
+    this.running = {
+      ...step,
+      launcher,
+      k: launcher.count,
+      started: false,
+      pending: null,
+      poll: null,
+      delivered: null,
+    };
     launcher.proc.stdin!.write(step.request);
   }
 
   private startLauncher(): Launcher {
     this.tmp ??= mkdtempSync(join(tmpdir(), "tsup-worker-"));
-    const proc = spawn("/bin/sh", ["-c", LAUNCHER_SCRIPT, "tsup-launcher", this.tmp], {
+    // Per-launcher file names: a dead launcher's step can never be mistaken for a new one's.
+    const files = `${this.tmp}/${++this.launchers}.`;
+    const proc = spawn("/bin/sh", ["-c", LAUNCHER_SCRIPT, "tsup-launcher", files], {
       cwd: this.root,
       // Steps write to their own files; all the launcher itself would print is the shell's
       // "Terminated" notice for a step killed by a signal.
@@ -294,7 +326,7 @@ export class Worker {
       proc.on("error", () => {});
       throw new Error("spawn failed");
     }
-    const launcher: Launcher = { proc, pgid: proc.pid, count: 0, buf: "", exited: false };
+    const launcher: Launcher = { proc, files, pgid: proc.pid, count: 0, buf: "", exited: false };
     this.launcher = launcher;
     proc.stdout!.setEncoding("latin1");
     proc.stdout!.on("data", (chunk: string) => this.onLauncherOutput(launcher, chunk));
@@ -317,14 +349,9 @@ export class Worker {
       launcher.buf = launcher.buf.slice(nl + 1);
       const step = this.running;
       if (step === null || step.launcher !== launcher) continue;
-      if (line === "+") {
-        step.acked = true;
-        if (step.pending !== null) this.signal(step, step.pending);
-      } else {
-        const status = Number(line);
-        // Anything else would be a launcher bug; the step then ends when the launcher does.
-        if (line !== "" && Number.isInteger(status)) this.finish(step, status);
-      }
+      const status = Number(line);
+      // Anything else would be a launcher bug; the step then ends when the launcher does.
+      if (line !== "" && Number.isInteger(status)) this.finish(step, status);
     }
   }
 
@@ -332,7 +359,7 @@ export class Worker {
     if (this.launcher === launcher) this.launcher = null;
     const step = this.running;
     if (step === null || step.launcher !== launcher || this.exiting) return;
-    if (!step.acked && step.pending === null && !step.retried) {
+    if (!step.retried && step.pending === null && !this.hasStarted(step)) {
       // The launcher died (killed from outside, say by an earlier step's `kill -9 0`) before it
       // started this step: nothing of the step ran yet, so a fresh launcher can run it.
       this.running = null;
@@ -348,6 +375,7 @@ export class Worker {
   /** `status` is the launcher's report (0-255), or null when the launcher died. */
   private finish(step: Running, status: number | null): void {
     this.running = null;
+    if (step.poll !== null) clearInterval(step.poll);
     const durationMs = performance.now() - step.start;
     let exitCode: number | null = status;
     let signal: string | null = null;
@@ -366,8 +394,8 @@ export class Worker {
       result: {
         exitCode,
         signal,
-        stdout: this.takeOutput(`/o${step.k}`),
-        stderr: this.takeOutput(`/e${step.k}`),
+        stdout: takeOutput(`${step.launcher.files}o${step.k}`),
+        stderr: takeOutput(`${step.launcher.files}e${step.k}`),
         durationMs,
         invalidInputs: NO_STRINGS,
         inputHashes: step.inputHashes,
@@ -376,22 +404,6 @@ export class Worker {
         spawnError: status === null && step.delivered === null ? "The step's launcher shell died" : null,
       },
     });
-  }
-
-  private takeOutput(name: string): string {
-    const path = this.tmp + name;
-    let text: string;
-    try {
-      text = readFileSync(path, "utf8");
-    } catch {
-      return "";
-    }
-    try {
-      unlinkSync(path);
-    } catch {
-      // Already gone.
-    }
-    return text;
   }
 
   /** Inputs whose stat no longer matches what was hashed before the command ran. */
@@ -467,4 +479,20 @@ function emptyResult(req: RunRequest, durationMs: number): RunResult {
 
 function failedResult(req: RunRequest, message: string): RunResult {
   return { ...emptyResult(req, 0), spawnError: message };
+}
+
+/** The content of a step's output file, which is removed. */
+function takeOutput(path: string): string {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch {
+    return "";
+  }
+  try {
+    unlinkSync(path);
+  } catch {
+    // Already gone.
+  }
+  return text;
 }
