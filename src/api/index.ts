@@ -9,7 +9,7 @@
 // of the calling plan. `${VAR}` and `$VAR` in paths are taken from the environment and make the
 // calling step depend on VAR. A trailing "/" means "directory".
 import { statSync } from "node:fs";
-import { globMulti, type GlobResult, type NamedWildcards } from "../glob/multi.js";
+import { globMulti, globPaths, type GlobResult, type NamedWildcards } from "../glob/multi.js";
 import { isAbsPath, isDirPath, joinWorkdir, normPath, relativeTo } from "../paths.js";
 import { DirectorClient } from "../rpc/client.js";
 import { ENV_HERE, ENV_ROOT, ENV_SOCKET, ENV_STEP_KEY, type Declaration } from "../rpc/protocol.js";
@@ -56,6 +56,12 @@ export interface GlobOptions {
   subs?: Record<string, string>;
   /** Throw when nothing matches. */
   required?: boolean;
+  /**
+   * Match nothing now: a file matching the patterns becomes static only when a step uses it as
+   * an input (and exists). For large trees of data of which a plan uses a few files. A plan
+   * with only deferred globs is still skipped on the next run.
+   */
+  defer?: boolean;
 }
 
 // ------------------------------------------------------------------------------------------
@@ -226,11 +232,30 @@ export function glob<const P extends readonly string[]>(
   const site = captureSite(glob);
   const last = args[args.length - 1];
   const options: GlobOptions = typeof last === "object" && last !== null ? (last as GlobOptions) : {};
-  checkOptions(options, ["subs", "required"], "glob", site);
+  checkOptions(options, ["subs", "required", "defer"], "glob", site);
   const patterns = (typeof last === "object" ? args.slice(0, -1) : args) as string[];
   if (patterns.length === 0) throw new PlanError("glob() needs at least one pattern", site);
   const used = new Set<string>();
   const translated = toList(patterns, "glob() patterns", site).map((p) => substitute(p, used, site));
+  if (options.defer) {
+    if (options.required) throw new PlanError("glob(): defer and required cannot be combined", site);
+    if (options.subs) throw new PlanError("glob(): deferred globs take no subs", site);
+    const rootPatterns: string[] = [];
+    for (const p of translated) {
+      if (isAbsPath(p)) throw new PlanError(`deferred glob patterns cannot be absolute: ${p}`, site);
+      if (p.includes("${*")) throw new PlanError(`deferred globs cannot use named wildcards: ${p}`, site);
+      rootPatterns.push(joinWorkdir(here, normPath(p)));
+    }
+    try {
+      // Compile here too, so a malformed pattern is reported at this line.
+      globPaths(rootPatterns, []);
+    } catch (err) {
+      throw new PlanError((err as Error).message, site);
+    }
+    dependOnEnv(used, site);
+    send({ k: "glob", patterns: rootPatterns, subs: {}, workdir: "./", matches: [], deferred: true }, site);
+    return globPaths(translated, []) as GlobResult<NamedWildcards<P[number]>>;
+  }
   let result: GlobResult<NamedWildcards<P[number]>>;
   try {
     result = globMulti(here === "./" ? root : `${root}/${here}`, translated, options.subs) as GlobResult<

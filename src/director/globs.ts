@@ -8,6 +8,9 @@ import type { FileTable } from "./files.js";
 /** Why the step's globs no longer match what they matched, or undefined when nothing changed. */
 export function globChanged(step: StepNode, files: FileTable): string | undefined {
   for (const glob of step.record?.globs ?? []) {
+    // A deferred glob matches nothing up front: what its matches are used for is checked by
+    // the fingerprints of the steps that use them.
+    if (glob.deferred) continue;
     let now: string[];
     try {
       now = globMulti(files.abs(glob.workdir), glob.patterns, glob.subs)

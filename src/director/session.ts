@@ -10,12 +10,13 @@ import { relativeTo } from "../paths.js";
 import { ENV_HERE, ENV_ROOT, ENV_ROOT_REL, ENV_SOCKET, ENV_STEP_KEY, type Declaration } from "../rpc/protocol.js";
 import type { RpcHandler } from "../rpc/server.js";
 import { Scheduler } from "../scheduler/scheduler.js";
-import type { FileHash, SavedState, SavedStep } from "../state/types.js";
+import type { FileHash, GlobRecord, SavedState, SavedStep } from "../state/types.js";
 import type { RunRequest, RunResult } from "../workers/protocol.js";
 import { Graph, stepKey, type StepDefinition, type StepNode } from "../workflow/graph.js";
 import { FileTable } from "./files.js";
 import { checkSkip, explainPages, fingerprintOf } from "./skip.js";
 import { globChanged } from "./globs.js";
+import { compilePattern, type CompiledPattern } from "../glob/pattern.js";
 
 /** What the session needs from the worker pool (src/workers/pool.ts implements it). */
 export interface Runner {
@@ -44,6 +45,8 @@ export class Session implements RpcHandler {
   readonly oldSteps: SavedStep[];
   private readonly oldByKey = new Map<string, number>();
   private readonly oldChildren = new Map<number, number[]>();
+  /** Deferred globs: their matches become static when a step first uses them as input. */
+  private readonly deferred: Array<{ owner: StepNode; patterns: string[]; compiled: CompiledPattern[] }> = [];
   private readonly ready: StepNode[] = [];
   private readyHead = 0;
   readonly running = new Set<StepNode>();
@@ -211,7 +214,13 @@ export class Session implements RpcHandler {
       const r = this.graph.definePool(step, name, size);
       if (!r.ok) problems.push(r.error);
     }
-    step.globs.push(...record.globs);
+    for (const glob of record.globs) {
+      step.globs.push(glob);
+      if (glob.deferred) {
+        const problem = this.registerDeferred(step, glob);
+        if (problem) problems.push(problem);
+      }
+    }
     for (const index of this.oldChildren.get(step.recordIndex) ?? []) {
       const child = this.oldSteps[index]!;
       const r = this.define(step, definitionOf(child));
@@ -237,6 +246,8 @@ export class Session implements RpcHandler {
 
   /** Define a step and attach its record from the previous run if its definition is unchanged. */
   private define(creator: StepNode | null, def: StepDefinition): { ok: true } | { ok: false; error: string } {
+    const deferredProblem = this.checkAgainstDeferred(def.inp, [...def.out, ...def.vol]);
+    if (deferredProblem) return { ok: false, error: deferredProblem };
     const result = this.graph.defineStep(creator, def);
     if (!result.ok) return result;
     const step = result.value;
@@ -481,9 +492,21 @@ export class Session implements RpcHandler {
       case "env":
         this.graph.addEnv(step, item.names);
         return undefined;
-      case "glob":
-        step.globs.push({ patterns: item.patterns, subs: item.subs, workdir: item.workdir, matches: item.matches });
+      case "glob": {
+        const record: GlobRecord = {
+          patterns: item.patterns,
+          subs: item.subs,
+          workdir: item.workdir,
+          matches: item.matches,
+          deferred: item.deferred === true,
+        };
+        if (record.deferred) {
+          const problem = this.registerDeferred(step, record);
+          if (problem) return problem;
+        }
+        step.globs.push(record);
         return undefined;
+      }
     }
   }
 
@@ -518,11 +541,62 @@ export class Session implements RpcHandler {
     const out = list("out");
     const vol = list("vol");
     const env = list("env");
+    const deferredProblem = this.checkAgainstDeferred(inp, [...out, ...vol]);
+    if (deferredProblem) throw new Error(deferredProblem);
     const r = this.graph.amendStep(step, inp, out, vol);
     if (!r.ok) throw new Error(r.error);
     this.graph.addEnv(step, env);
     step.rescheduleDueTo.push(...r.value.missing);
     return { keepGoing: r.value.missing.length === 0, missing: r.value.missing };
+  }
+
+  /**
+   * Install a deferred glob. Inputs already waiting for a file it matches (steps defined before
+   * the glob) get their file declared now.
+   */
+  private registerDeferred(owner: StepNode, glob: GlobRecord): string | undefined {
+    let compiled: CompiledPattern[];
+    try {
+      compiled = glob.patterns.map((p) => compilePattern(p));
+    } catch (err) {
+      return (err as Error).message;
+    }
+    const text = glob.patterns.join(" ");
+    if (this.deferred.some((d) => d.patterns.join(" ") === text)) return `deferred glob ${text} is defined twice`;
+    this.deferred.push({ owner, patterns: glob.patterns, compiled });
+    const waiting = [...this.graph.files.values()].filter(
+      (f) => f.state === "pending" && !f.producer && f.consumers.length > 0,
+    );
+    return this.checkAgainstDeferred(
+      waiting.map((f) => f.path),
+      [],
+    );
+  }
+
+  /**
+   * Inputs matching a deferred glob become static if they exist (and stay waited for if not);
+   * outputs may not match one. Returns a problem, or undefined.
+   */
+  private checkAgainstDeferred(inputs: string[], outputs: string[]): string | undefined {
+    if (this.deferred.length === 0) return undefined;
+    const matching = (path: string) => this.deferred.filter((d) => d.compiled.some((c) => c.match(path)));
+    for (const path of outputs) {
+      const m = matching(path);
+      if (m.length > 0) return `output ${path} matches the deferred glob ${m[0]!.patterns.join(" ")}; outputs cannot be static files`;
+    }
+    for (const path of inputs) {
+      const node = this.graph.files.get(path);
+      if (node && (node.available || node.producer)) continue;
+      const m = matching(path);
+      if (m.length > 1) {
+        return `input ${path} matches more than one deferred glob: ${m.map((d) => d.patterns.join(" ")).join(" and ")}`;
+      }
+      if (m.length === 1 && this.files.hash(path).kind === "ok") {
+        const r = this.graph.declareStatic(m[0]!.owner, [path], false);
+        if (!r.ok) return r.error;
+      }
+    }
+    return undefined;
   }
 
   /** Whether the step's record from the previous run says it defined other steps. */

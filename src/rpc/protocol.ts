@@ -31,7 +31,15 @@ export type Declaration =
    * The calling step evaluated a glob: patterns relative to `workdir`, and the root-relative files
    * that matched. On a later run the step is skipped only if the glob still matches the same files.
    */
-  | { k: "glob"; patterns: string[]; subs: Record<string, string>; workdir: string; matches: string[] }
+  | {
+      k: "glob";
+      patterns: string[];
+      subs: Record<string, string>;
+      workdir: string;
+      matches: string[];
+      /** Deferred: root-relative patterns; matching files become static only when used as inputs. */
+      deferred?: boolean;
+    }
   /** The calling step depends on these environment variables (getenv, `${VAR}` in paths). */
   | { k: "env"; names: string[] };
 

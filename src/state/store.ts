@@ -247,6 +247,7 @@ class Encoder {
       }
       t.uint(this.id(g.workdir));
       this.list(g.matches);
+      t.uint(g.deferred ? 1 : 0);
     }
     const a = s.amended;
     if (a === null) t.uint(0);
@@ -636,7 +637,9 @@ class Reader {
       const subs = new Array<[string, string]>(nSubs);
       for (let k = 0; k < nSubs; k++) subs[k] = [this.str(), this.str()];
       // fromEntries defines own properties, so even a "__proto__" name stays plain data.
-      globs[j] = { patterns, subs: Object.fromEntries(subs), workdir: this.str(), matches: this.list() };
+      const workdir = this.str();
+      const matches = this.list();
+      globs[j] = { patterns, subs: Object.fromEntries(subs), workdir, matches, deferred: this.flag() };
     }
     this.atField = "amended";
     let amended: SavedStep["amended"] = null;

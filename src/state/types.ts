@@ -49,6 +49,11 @@ export interface GlobRecord {
   /** The workdir the patterns are relative to (root-relative, trailing slash). */
   workdir: string;
   matches: string[];
+  /**
+   * A deferred glob declares matching files static only when a step uses them as inputs; it
+   * matches nothing up front, so it never makes its step rerun.
+   */
+  deferred: boolean;
 }
 
 /** One step as saved: its definition, what it declared while running, and its fingerprint. */

@@ -163,8 +163,12 @@ export class Graph {
   // ----------------------------------------------------------------------------------------
   // Static files
 
-  /** Declare `paths` static, with their parent directories. Existing static paths are fine. */
-  declareStatic(declarer: StepNode | null, paths: string[]): Outcome<void> {
+  /**
+   * Declare `paths` static, with their parent directories. Existing static paths are fine.
+   * `recordAsProduct` is false for files a deferred glob declares on use: they are not part of
+   * what the declaring step replays.
+   */
+  declareStatic(declarer: StepNode | null, paths: string[], recordAsProduct = true): Outcome<void> {
     // Validate everything first: the parents too, since they will be declared implicitly.
     const toDeclare: string[] = [];
     const seen = new Set<string>();
@@ -194,7 +198,7 @@ export class Graph {
       node.declarer = declarer;
       this.release(node);
     }
-    if (declarer) declarer.products.statics.push(...paths);
+    if (declarer && recordAsProduct) declarer.products.statics.push(...paths);
     return { ok: true, value: undefined };
   }
 

@@ -104,8 +104,8 @@ function variedState(): SavedState {
       optional: true,
       block: true,
       globs: [
-        { patterns: ["src/*.c", "${x}/*.h"], subs: { x: "inc", "": "empty", ["__proto__"]: "plain data" }, workdir: "./", matches: ["src/a.c", "inc/b.h"] },
-        { patterns: [], subs: {}, workdir: "sub/", matches: [] },
+        { patterns: ["src/*.c", "${x}/*.h"], subs: { x: "inc", "": "empty", ["__proto__"]: "plain data" }, workdir: "./", deferred: false, matches: ["src/a.c", "inc/b.h"] },
+        { patterns: [], subs: {}, workdir: "sub/", deferred: true, matches: [] },
       ],
       amended: { inp: [], out: [], vol: [], env: [] },
       fingerprint: { digest: digest(9), inpDigest: digest(10), inputs: [], env: [], outputs: [["o", bytes(1, 2, 3, 4, 5, 6, 7, 8)]] },
