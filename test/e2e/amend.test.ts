@@ -2,6 +2,7 @@
 // shell and Python, and how that is replayed on the next run.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { rmSync } from "node:fs";
 import { after, describe, test } from "node:test";
 import { BIN, project, show, tsup, withAction, type Project } from "./harness.js";
 
@@ -57,6 +58,27 @@ describe("amend()", () => {
     assert.ok(withAction(changed, "START").includes("./use.ts"), show(changed));
     assert.match(changed.stdout, /Modified input\s+gen\.txt/);
     assert.equal(p.read("copy.txt"), "OTHER\n");
+  });
+
+  test("a deleted amended input is rebuilt by its producer and the step is skipped", async () => {
+    const p = fresh({ "plan.ts": usesGen, "use.ts": useTs });
+    assert.equal((await tsup(p.dir, ["-n", "-w2"])).code, 0);
+    rmSync(p.path("gen.txt"));
+    const r = await tsup(p.dir, ["-n", "-w2"]);
+    assert.equal(r.code, 0, show(r));
+    assert.deepEqual(withAction(r, "START"), ["sleep 1; echo gen > gen.txt"], show(r));
+    assert.ok(withAction(r, "SKIP").includes("./use.ts"), show(r));
+  });
+
+  test("when the producer of an amended input leaves the plan, the step runs again and waits", async () => {
+    const p = fresh({ "plan.ts": usesGen, "use.ts": useTs });
+    assert.equal((await tsup(p.dir, ["-n", "-w2"])).code, 0);
+    rmSync(p.path("gen.txt"));
+    p.write("plan.ts", usesGen.replace(/^step\(`sleep.*$/m, ""));
+    const r = await tsup(p.dir, ["-n", "-w2"]);
+    assert.equal(r.code, 5, show(r));
+    assert.deepEqual(withAction(r, "RESCHEDULE"), ["./use.ts"], show(r));
+    assert.match(r.stdout, /1 step remains pending/);
   });
 
   test("editing an amended static input between runs reruns the step", async () => {
