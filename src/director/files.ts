@@ -20,10 +20,29 @@ export class FileTable {
   /** Set when a hash was learned or changed since loading: the saved table is then outdated. */
   changed = false;
 
+  /**
+   * Directories checked during the current batch of skip checks. Thousands of steps share a
+   * workdir and an output directory; one stat() per batch is enough for those.
+   */
+  private readonly dirsThisTurn = new Map<string, HashOutcome>();
+
+  /** Forget the per-batch directory checks (call when a batch of skip checks is done). */
+  endTurn(): void {
+    this.dirsThisTurn.clear();
+  }
+
   hash(path: string): HashOutcome {
+    if (isDirPath(path)) {
+      let outcome = this.dirsThisTurn.get(path);
+      if (!outcome) {
+        outcome = hashPath(this.abs(path), true, null);
+        this.dirsThisTurn.set(path, outcome);
+      }
+      return outcome;
+    }
     const known = this.hashes.get(path);
     const outcome = hashPath(this.abs(path), isDirPath(path), known);
-    if (outcome.kind === "ok" && !isDirPath(path) && outcome.hash !== known) {
+    if (outcome.kind === "ok" && outcome.hash !== known) {
       this.hashes.set(path, outcome.hash);
       this.changed = true;
     }

@@ -176,6 +176,7 @@ export class Session implements RpcHandler {
     }
     this.ready.length = 0;
     this.readyHead = 0;
+    this.files.endTurn();
     if (this.stopping) return;
     while (this.opts.runner.idleCount() > 0) {
       const next = this.scheduler.next();
