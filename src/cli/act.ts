@@ -64,11 +64,13 @@ async function amend(flags: AmendFlags): Promise<number> {
     return ACT_EXIT.error;
   }
   // Relative to where the step is now, whatever directory it changed to.
+  // Written the way the plan API writes them: root-relative (also "../x" outside the root),
+  // absolute only when given absolute, so both name the same file the same way.
   const toRoot = (p: string): string => {
-    const abs = resolve(p);
-    const rel = relative(root, abs);
-    const out = rel === "" ? "./" : rel.startsWith("..") || isAbsolute(rel) ? abs : rel;
-    return normPath(p.endsWith("/") ? `${out}/` : out);
+    if (isAbsolute(p)) return normPath(p);
+    const rel = relative(root, resolve(p));
+    const out = rel === "" ? "./" : rel;
+    return normPath(p.endsWith("/") && out !== "./" ? `${out}/` : out);
   };
   const request = {
     inp: flags.inp.map(toRoot),

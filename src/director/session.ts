@@ -249,8 +249,11 @@ export class Session implements RpcHandler {
   private define(creator: StepNode | null, def: StepDefinition): { ok: true } | { ok: false; error: string } {
     const deferredProblem = this.checkAgainstDeferred(def.inp, [...def.out, ...def.vol]);
     if (deferredProblem) return { ok: false, error: deferredProblem };
+    const known = this.graph.steps.has(stepKey(def.command, def.workdir));
     const result = this.graph.defineStep(creator, def);
     if (!result.ok) return result;
+    // Declared again by its creator after a RESCHEDULE: it is already set up.
+    if (known) return { ok: true };
     const step = result.value;
     const index = this.oldByKey.get(step.key);
     if (index !== undefined) {
@@ -542,6 +545,9 @@ export class Session implements RpcHandler {
     const out = list("out");
     const vol = list("vol");
     const env = list("env");
+    for (const name of env) {
+      if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new Error(`invalid env var name: ${JSON.stringify(name)}`);
+    }
     const deferredProblem = this.checkAgainstDeferred(inp, [...out, ...vol]);
     if (deferredProblem) throw new Error(deferredProblem);
     const r = this.graph.amendStep(step, inp, out, vol);

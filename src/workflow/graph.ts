@@ -118,6 +118,24 @@ export interface PoolDef {
   definedBy: StepNode | null;
 }
 
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+export function sameDefinition(a: StepDefinition, b: StepDefinition): boolean {
+  return (
+    a.command === b.command &&
+    a.workdir === b.workdir &&
+    sameList(a.inp, b.inp) &&
+    sameList(a.out, b.out) &&
+    sameList(a.vol, b.vol) &&
+    sameList(a.env, b.env) &&
+    a.pool === b.pool &&
+    a.optional === b.optional &&
+    a.block === b.block
+  );
+}
+
 export function stepKey(command: string, workdir: string): string {
   return workdir === "./" ? command : `${command}  # wd=${workdir}`;
 }
@@ -221,6 +239,8 @@ export class Graph {
     const key = stepKey(def.command, def.workdir);
     const existing = this.steps.get(key);
     if (existing) {
+      // A step that runs again after RESCHEDULE declares the same steps again: that is fine.
+      if (existing.creator === creator && sameDefinition(existing.def, def)) return { ok: true, value: existing };
       return fail(`step \`${key}\` is defined twice (first by ${describeStepKey(existing.creator)})`);
     }
     if (!isDirPath(def.workdir)) return fail(`workdir must be a directory: ${def.workdir}`);

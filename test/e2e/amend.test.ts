@@ -96,6 +96,31 @@ describe("amend()", () => {
     assert.equal(p.read("out.txt"), "two\n");
   });
 
+  test("a step that declares steps and is rescheduled may declare them again", async () => {
+    const p = fresh({
+      "plan.ts": [
+        'import { amend, plan, step } from "tsup-flow";',
+        'plan("gen");',
+        'step("echo side > ${out}", { out: "side.txt" });',
+        'if (!(await amend({ inp: "late.txt" }))) process.exit(0);',
+        'step("cat late.txt > ${out}", { inp: "late.txt", out: "copy.txt" });',
+        "",
+      ].join("\n"),
+      "gen/plan.ts": 'import { step } from "tsup-flow";\nstep("sleep 0.5; echo late > ${out}", { out: "../late.txt" });\n',
+    });
+    const r = await tsup(p.dir, ["-n", "-w2"]);
+    assert.equal(r.code, 0, show(r));
+    assert.deepEqual(withAction(r, "RESCHEDULE"), ["./plan.ts"], show(r));
+    assert.equal(p.read("copy.txt"), "late\n");
+    // The plan waits for its amended input, which only a step it defines itself produces: tsup
+    // sees that nothing else can run, drops the outdated amendment and runs the plan again
+    // (which may be rescheduled once more, depending on timing); everything else is skipped.
+    const again = await tsup(p.dir, ["-n", "-w2"]);
+    assert.equal(again.code, 0, show(again));
+    assert.ok(withAction(again, "START").every((d) => d === "./plan.ts"), show(again));
+    assert.ok(withAction(again, "SKIP").includes("cat late.txt > copy.txt"), show(again));
+  });
+
   test("a rejected amend names the line in the step", async () => {
     const p = fresh({
       "plan.ts": `import { declareStatic, step } from "tsup-flow";\ndeclareStatic("bad.ts");\nstep("echo x > \${out}", { out: "taken.txt" });\nstep("./bad.ts", { inp: "bad.ts" });\n`,
@@ -166,5 +191,23 @@ describe("paths with env vars, repeated globs", () => {
     const r = await tsup(p.dir);
     assert.equal(r.code, 0, show(r));
     assert.equal(p.read("all.out"), "a\nb\na\n");
+  });
+});
+
+describe("tsup act paths", () => {
+  test("a path outside the root names the same file as the plan API", async () => {
+    const outer = fresh();
+    const p = { dir: `${outer.dir}/proj` };
+    const { mkdirSync, writeFileSync, chmodSync, readFileSync } = await import("node:fs");
+    mkdirSync(p.dir);
+    writeFileSync(
+      `${p.dir}/plan.ts`,
+      'import { declareStatic, step } from "tsup-flow";\ndeclareStatic("../", "use.sh");\nstep("sleep 0.5; echo out > ${out}", { out: "../shared.txt" });\nstep("./use.sh", { inp: "use.sh" });\n',
+    );
+    writeFileSync(`${p.dir}/use.sh`, "#!/bin/sh\ntsup act amend --inp ../shared.txt --out got.txt || exit 0\ncp ../shared.txt got.txt\n");
+    chmodSync(`${p.dir}/use.sh`, 0o755);
+    const r = await tsup(p.dir, ["-n", "-w2"]);
+    assert.equal(r.code, 0, show(r));
+    assert.equal(readFileSync(`${p.dir}/got.txt`, "utf8"), "out\n");
   });
 });

@@ -56,11 +56,17 @@ describe("workflow graph", () => {
     assert.ok(!r3.ok && /output of step `p`/.test(r3.error));
   });
 
-  test("a step defined twice is rejected", () => {
+  test("a step defined twice differently, or by another creator, is rejected", () => {
     const { g } = graph();
-    ok(g.defineStep(null, def("a")));
-    const r = g.defineStep(null, def("a"));
+    const a = ok(g.defineStep(null, def("a")));
+    // The same creator declaring exactly the same step again (a plan rerun after RESCHEDULE)
+    // gets the same step back.
+    assert.equal(ok(g.defineStep(null, def("a"))), a);
+    const r = g.defineStep(null, def("a", { out: ["x"] }));
     assert.ok(!r.ok && /defined twice/.test(r.error));
+    const other = ok(g.defineStep(null, def("other plan")));
+    const r2 = g.defineStep(other, def("a"));
+    assert.ok(!r2.ok && /defined twice \(first by the root\)/.test(r2.error), JSON.stringify(r2));
     // The same command in another workdir is another step.
     ok(g.declareStatic(null, ["sub/"]));
     ok(g.defineStep(null, def("a", { workdir: "sub/" })));
