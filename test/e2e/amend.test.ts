@@ -2,17 +2,11 @@
 // shell and Python, and how that is replayed on the next run.
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { rmSync } from "node:fs";
-import { after, describe, test } from "node:test";
-import { BIN, project, show, tsup, withAction, type Project } from "./harness.js";
+import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { describe, test } from "node:test";
+import { BIN, freshProjects, show, tsup, withAction } from "./harness.js";
 
-const projects: Project[] = [];
-function fresh(files: Record<string, string> = {}): Project {
-  const p = project(files);
-  projects.push(p);
-  return p;
-}
-after(() => projects.forEach((p) => p.remove()));
+const fresh = freshProjects();
 
 const usesGen = `
 import { declareStatic, getenv, step } from "tsup-flow";
@@ -198,7 +192,6 @@ describe("tsup act paths", () => {
   test("a path outside the root names the same file as the plan API", async () => {
     const outer = fresh();
     const p = { dir: `${outer.dir}/proj` };
-    const { mkdirSync, writeFileSync, chmodSync, readFileSync } = await import("node:fs");
     mkdirSync(p.dir);
     writeFileSync(
       `${p.dir}/plan.ts`,

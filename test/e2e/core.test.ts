@@ -2,16 +2,10 @@
 import assert from "node:assert/strict";
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, utimesSync } from "node:fs";
 import { join } from "node:path";
-import { after, describe, test } from "node:test";
-import { project, REPO, show, tsup, withAction, type Project } from "./harness.js";
+import { describe, test } from "node:test";
+import { freshProjects, REPO, show, tsup, withAction } from "./harness.js";
 
-const projects: Project[] = [];
-function fresh(files: Record<string, string> = {}): Project {
-  const p = project(files);
-  projects.push(p);
-  return p;
-}
-after(() => projects.forEach((p) => p.remove()));
+const fresh = freshProjects();
 
 describe("the bundled limerick example", () => {
   test("builds, then skips everything on a second run", async () => {

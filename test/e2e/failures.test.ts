@@ -2,16 +2,11 @@
 // and the command line itself.
 import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { after, describe, test } from "node:test";
-import { project, show, tsup, withAction, type Project } from "./harness.js";
+import { describe, test } from "node:test";
+import { execFileSync, spawn } from "node:child_process";
+import { BIN, freshProjects, show, tsup, withAction, type RunResult } from "./harness.js";
 
-const projects: Project[] = [];
-function fresh(files: Record<string, string> = {}): Project {
-  const p = project(files);
-  projects.push(p);
-  return p;
-}
-after(() => projects.forEach((p) => p.remove()));
+const fresh = freshProjects();
 
 const imports = `import { declareStatic, step } from "tsup-flow";\n`;
 
@@ -114,8 +109,6 @@ step("sh -c 'echo $$ > child.pid; exec sleep 60' & echo $! > bg.pid; sleep 60", 
     const p = fresh({
       "plan.ts": `${imports}step("sh -c 'echo $$ > child.pid; exec sleep 60'; sleep 60");\n`,
     });
-    const { spawn } = await import("node:child_process");
-    const { BIN } = await import("./harness.js");
     // Own process group, like a shell job: the terminal sends SIGINT to every process in it.
     const child = spawn(process.execPath, [BIN, "-n", "-w2"], {
       cwd: p.dir,
@@ -162,7 +155,7 @@ step("sh -c 'echo $$ > child.pid; exec sleep 60' & echo $! > bg.pid; sleep 60", 
 
   test("a second tsup in the same folder is refused", async () => {
     const p = fresh({ "plan.ts": `${imports}step("sleep 3");\n` });
-    let second: Promise<import("./harness.js").RunResult> | undefined;
+    let second: Promise<RunResult> | undefined;
     const first = tsup(p.dir, ["-n"], {
       onSpawn: () => {
         const poll = setInterval(() => {
@@ -244,8 +237,6 @@ describe("command line", () => {
 
   test("on a terminal the output is coloured", async () => {
     const p = fresh({ "plan.ts": `${imports}step("true");\n` });
-    const { execFileSync } = await import("node:child_process");
-    const { BIN } = await import("./harness.js");
     const env: NodeJS.ProcessEnv = { ...process.env, TERM: "xterm" };
     delete env["CI"];
     delete env["NO_COLOR"];
@@ -273,8 +264,6 @@ describe("command line", () => {
 describe("edge cases of the command line and API", () => {
   test("a closed stdout (tsup | head) does not stop the build or the save", async () => {
     const p = fresh({ "plan.ts": `${imports}for (let i = 0; i < 50; i++) step(\`echo \${i} > \${"\${out}"}\`, { out: \`f\${i}.txt\` });\n` });
-    const { execFileSync } = await import("node:child_process");
-    const { BIN } = await import("./harness.js");
     const out = execFileSync("bash", ["-c", `set -o pipefail; node '${BIN}' -n --json | head -1; echo "rc=\${PIPESTATUS[0]}"`], {
       cwd: p.dir,
       env: { ...process.env, CI: "true" },

@@ -1,15 +1,9 @@
 // End-to-end: deferred globs (static files declared only when used).
 import assert from "node:assert/strict";
-import { after, describe, test } from "node:test";
-import { project, show, tsup, withAction, type Project } from "./harness.js";
+import { describe, test } from "node:test";
+import { freshProjects, show, tsup, withAction } from "./harness.js";
 
-const projects: Project[] = [];
-function fresh(files: Record<string, string> = {}): Project {
-  const p = project(files);
-  projects.push(p);
-  return p;
-}
-after(() => projects.forEach((p) => p.remove()));
+const fresh = freshProjects();
 
 describe("deferred globs", () => {
   const plan = `import { glob, step } from "tsup-flow";

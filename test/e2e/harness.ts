@@ -3,6 +3,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
+import { after } from "node:test";
 import { fileURLToPath } from "node:url";
 
 export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
@@ -33,6 +34,17 @@ export function project(files: Record<string, string> = {}): Project {
   };
   for (const [path, text] of Object.entries(files)) p.write(path, text);
   return p;
+}
+
+/** `fresh(files)` makes a project that is removed when the test file is done. */
+export function freshProjects(): (files?: Record<string, string>) => Project {
+  const projects: Project[] = [];
+  after(() => projects.forEach((p) => p.remove()));
+  return (files = {}) => {
+    const p = project(files);
+    projects.push(p);
+    return p;
+  };
 }
 
 export interface RunResult {

@@ -2,16 +2,10 @@
 // cleaning) and the errors a plan can make.
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { after, describe, test } from "node:test";
-import { project, show, tsup, withAction, type Project } from "./harness.js";
+import { describe, test } from "node:test";
+import { freshProjects, show, tsup, withAction } from "./harness.js";
 
-const projects: Project[] = [];
-function fresh(files: Record<string, string> = {}): Project {
-  const p = project(files);
-  projects.push(p);
-  return p;
-}
-after(() => projects.forEach((p) => p.remove()));
+const fresh = freshProjects();
 
 const imports = `import { copy, declareStatic, glob, mkdir, plan, pool, step } from "tsup-flow";\n`;
 
