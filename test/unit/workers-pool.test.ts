@@ -106,6 +106,28 @@ describe("WorkerPool", () => {
     assert.deepEqual(pool.workerPids(), []);
   });
 
+  test("large outputs arrive complete; background processes do not hold the step", { timeout: 30_000 }, async () => {
+    const root = tempDir();
+    const pool = makePool(root);
+    const big = await pool.run(req("head -c 3000000 /dev/zero | tr '\\0' x; head -c 2000000 /dev/zero | tr '\\0' y >&2"));
+    assert.equal(big.exitCode, 0);
+    assert.equal(big.stdout.length, 3_000_000);
+    assert.match(big.stdout, /^x+$/);
+    assert.equal(big.stderr.length, 2_000_000);
+    const small = await pool.run(req("echo small"));
+    assert.equal(small.stdout, "small\n");
+    // The background sleep keeps the step's stdout open; the step is over when its shell is.
+    const started = Date.now();
+    const bg = await pool.run(req("sleep 5 & echo $! > pids; echo early"));
+    assert.equal(bg.stdout, "early\n");
+    assert.ok(Date.now() - started < 3000, `took ${Date.now() - started} ms`);
+    const [pid] = await pidsFrom(join(root, "pids"), 1);
+    assert.ok(alive(pid!));
+    // Shutting the pool down takes such leftovers along.
+    await pool.close();
+    await until(() => !alive(pid!), 1500, "the leftover sleep to die");
+  });
+
   test("workdir, env and the root-relative paths of a step", { timeout: 30_000 }, async () => {
     const root = tempDir();
     mkdirSync(join(root, "sub"));
@@ -216,7 +238,10 @@ describe("WorkerPool", () => {
     const root = tempDir();
     const pool = makePool(root, 2);
     assert.equal(pool.idleCount(), 2);
-    const stamp = (n: number): string => `date +%s%N > s${n}; sleep 0.5; date +%s%N > e${n}`;
+    // Both workers up first: their startup (node + tsx) can take longer than the sleeps on a
+    // loaded machine.
+    await Promise.all([pool.run(req("true")), pool.run(req("true"))]);
+    const stamp = (n: number): string => `date +%s%N > s${n}; sleep 1; date +%s%N > e${n}`;
     const runs = [pool.run(req(stamp(1))), pool.run(req(stamp(2)))];
     assert.equal(pool.idleCount(), 0);
     const results = await Promise.all(runs);
