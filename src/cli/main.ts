@@ -138,6 +138,7 @@ async function main(argv: string[]): Promise<number> {
     tsNode: process.execPath,
     tsLoader: fileURLToPath(new URL("../api/loader.js", import.meta.url)),
     tsupBin: fileURLToPath(new URL("../../bin/tsup.js", import.meta.url)),
+    checkpointMs: Number(process.env["TSUP_CHECKPOINT_SECONDS"] ?? 30) * 1000 || 30_000,
     now: () => performance.now(),
     stop: stop.signal,
   });

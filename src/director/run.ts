@@ -8,6 +8,7 @@ import { acquireLock } from "../state/lock.js";
 import { loadState, saveState, STATE_FILE } from "../state/store.js";
 import { WorkerPool } from "../workers/pool.js";
 import { cleanObsoleteOutputs, stateToSave, summarize, type PhaseSummary } from "./finalize.js";
+import { Checkpointer } from "./checkpoint.js";
 import { Session } from "./session.js";
 
 export interface RunOptions {
@@ -29,6 +30,8 @@ export interface RunOptions {
   stop: AbortSignal;
   /** How long interrupted steps get between SIGTERM and SIGKILL. */
   graceMs?: number;
+  /** Save the state at least this often during a run (default 30 s). */
+  checkpointMs?: number;
 }
 
 export type RunOutcome =
@@ -84,8 +87,15 @@ export async function runOnce(opts: RunOptions): Promise<RunOutcome> {
     if (opts.stop.aborted) onStop();
     else opts.stop.addEventListener("abort", onStop, { once: true });
     opts.sink.emit({ kind: "phase", phase: "run" });
+    const checkpoints = new Checkpointer(
+      () => saveState(stepupDir, stateToSave(session!, false)),
+      () => session!.counts.ran,
+      opts.checkpointMs ?? 30_000,
+    );
+    checkpoints.start();
     session.boot();
     await session.runPhase();
+    await checkpoints.stop();
     opts.stop.removeEventListener("abort", onStop);
     const summary = summarize(session, opts.sink, interrupted);
     if (summary.complete) cleanObsoleteOutputs(session, opts.sink);

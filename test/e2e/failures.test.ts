@@ -153,6 +153,40 @@ step("sh -c 'echo $$ > child.pid; exec sleep 60' & echo $! > bg.pid; sleep 60", 
     assert.ok(!alive(Number(p.read("stubborn.pid"))), "the stubborn step survived");
   });
 
+  test("after SIGKILL, work finished before the last checkpoint is skipped and nothing is left running", async () => {
+    const p = fresh({
+      "plan.ts": `${imports}
+for (let i = 0; i < 20; i++) step(\`echo \${i} > \${"\${out}"}\`, { out: \`quick\${i}.txt\` });
+step("test -e fast || { echo $$ > slow.pid; sleep 60; }; echo done > \${out}", { out: "slow.txt" });
+`,
+    });
+    const r = await tsup(p.dir, ["-n", "-w2"], {
+      env: { TSUP_CHECKPOINT_SECONDS: "0.3" },
+      timeoutMs: 30000,
+      onSpawn: (child) => {
+        const poll = setInterval(() => {
+          if (existsSync(p.path("slow.pid")) && existsSync(p.path("quick19.txt"))) {
+            clearInterval(poll);
+            // Give a checkpoint time to happen, then kill the director without warning.
+            setTimeout(() => child.kill("SIGKILL"), 1500);
+          }
+        }, 50);
+      },
+    });
+    assert.equal(r.signal, "SIGKILL", show(r));
+    await new Promise((res) => setTimeout(res, 500));
+    assert.ok(!alive(Number(p.read("slow.pid"))), "the running step outlived the director");
+    p.write("fast", "");
+    const next = await tsup(p.dir, ["-n", "-w2"]);
+    // The stale lock of the killed run is taken over; finished steps are skipped, the one that
+    // was running when tsup died runs again.
+    assert.equal(next.code, 0, show(next));
+    const quick = (d: string): boolean => /^echo \d+ > quick/.test(d);
+    assert.equal(withAction(next, "START").filter(quick).length, 0, show(next));
+    assert.equal(withAction(next, "SKIP").filter(quick).length, 20, show(next));
+    assert.ok(withAction(next, "START").some((d) => d.startsWith("test -e fast")), show(next));
+  });
+
   test("a second tsup in the same folder is refused", async () => {
     const p = fresh({ "plan.ts": `${imports}step("sleep 3");\n` });
     let second: Promise<RunResult> | undefined;
