@@ -10,6 +10,7 @@ import type { EventSink } from "../events.js";
 import { createJsonReporter, LineReporter } from "../report/lines.js";
 import { EXIT, exitCodeFor } from "./exit-codes.js";
 import { runAct } from "./act.js";
+import { runStatus } from "./control.js";
 import { parseWorkers } from "./workers-option.js";
 
 interface BuildFlags {
@@ -53,6 +54,7 @@ Exit status: 0 success, 1 internal error, 2 usage error, 3 a plan failed,
 async function main(argv: string[]): Promise<number> {
   // Subcommands used from inside running steps; everything else is a build.
   if (argv[2] === "act") return runAct(argv.slice(3));
+  if (argv[2] === "status") return runStatus(argv.slice(3), process.env["TSUP_ROOT"]);
   const cmd = program();
   try {
     cmd.parse(argv);

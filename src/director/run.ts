@@ -3,6 +3,7 @@
 import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { EventSink } from "../events.js";
+import { removeDirectorInfo, writeDirectorInfo } from "../rpc/locate.js";
 import { RpcServer } from "../rpc/server.js";
 import { acquireLock } from "../state/lock.js";
 import { loadState, saveState, STATE_FILE } from "../state/store.js";
@@ -64,6 +65,7 @@ export async function runOnce(opts: RunOptions): Promise<RunOutcome> {
       declare: (key, items) => session!.declare(key, items),
       call: (key, method, args) => session!.call(key, method, args),
     });
+    writeDirectorInfo(stepupDir, { socket: server.socketPath, pid: process.pid });
     session = new Session(
       {
         root: opts.root,
@@ -122,6 +124,7 @@ export async function runOnce(opts: RunOptions): Promise<RunOutcome> {
     });
     return { kind: "done", summary, interrupted, internalError: session.internalError !== undefined };
   } finally {
+    removeDirectorInfo(stepupDir, process.pid);
     await Promise.allSettled([workers.close({ graceMs: opts.graceMs ?? 1000 }), server?.close()]);
     lock.release();
   }

@@ -49,7 +49,8 @@ export class Session implements RpcHandler {
   private readonly deferred: Array<{ owner: StepNode; patterns: string[]; compiled: CompiledPattern[] }> = [];
   private readonly ready: StepNode[] = [];
   private readyHead = 0;
-  readonly running = new Set<StepNode>();
+  /** Running steps with the time they started (ms, from opts.now). */
+  readonly running = new Map<StepNode, number>();
   private pumpScheduled = false;
   private idleWaiters: Array<() => void> = [];
   stopping = false;
@@ -279,7 +280,7 @@ export class Session implements RpcHandler {
 
   private async execute(step: StepNode, pool: string | null): Promise<void> {
     step.state = "running";
-    this.running.add(step);
+    this.running.set(step, this.opts.now());
     // A fresh run declares everything anew; what the old record said no longer counts.
     step.fingerprint = null;
     step.amendedEnv.clear();
@@ -519,12 +520,45 @@ export class Session implements RpcHandler {
       switch (method) {
         case "amend":
           return Promise.resolve(this.amend(key, args));
+        case "status":
+          return Promise.resolve(this.status());
         default:
           throw new Error(`unknown method: ${method}`);
       }
     } catch (err) {
       return Promise.reject(err as Error);
     }
+  }
+
+  /** What `tsup status` shows: running steps, pools, counts. Plain data for the wire. */
+  status(): StatusReport {
+    const now = this.opts.now();
+    const running = [...this.running].map(([step, started]) => ({
+      command: step.def.command,
+      workdir: step.def.workdir,
+      pool: step.def.pool,
+      seconds: Math.round((now - started) / 100) / 10,
+    }));
+    const pools = [...this.graph.pools].map(([name, def]) => ({
+      name,
+      size: def.size,
+      running: this.scheduler.runningIn(name),
+      queued: this.scheduler.queuedIn(name),
+    }));
+    let failed = 0;
+    let succeeded = 0;
+    let pending = 0;
+    for (const step of this.graph.steps.values()) {
+      if (step.state === "failed") failed++;
+      else if (step.state === "succeeded") succeeded++;
+      else if (step.state !== "running" && step.mandatory !== "no") pending++;
+    }
+    return {
+      phase: this.stopping ? "stopping" : "run",
+      running,
+      pools,
+      counts: { executed: this.counts.ran, skipped: this.counts.skipped, succeeded, failed, pending, running: running.length },
+    };
   }
 
   /** A running step declares more about itself. Answers whether it may go on. */
@@ -628,6 +662,13 @@ export class Session implements RpcHandler {
   describe(step: StepNode): string {
     return describeStep(step.def);
   }
+}
+
+export interface StatusReport {
+  phase: "run" | "stopping";
+  running: Array<{ command: string; workdir: string; pool: string | null; seconds: number }>;
+  pools: Array<{ name: string; size: number; running: number; queued: number }>;
+  counts: { executed: number; skipped: number; succeeded: number; failed: number; pending: number; running: number };
 }
 
 export function definitionOf(record: SavedStep): StepDefinition {

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { describe, test } from "node:test";
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { BIN, freshProjects, show, tsup, withAction, type RunResult } from "./harness.js";
 
 const fresh = freshProjects();
@@ -321,5 +321,30 @@ describe("edge cases of the command line and API", () => {
     const r = await tsup(p.dir, ["-n", "build.ts"]);
     assert.equal(r.code, 3, show(r));
     assert.match(r.stdout, /FAIL │ \.\/build\.ts/);
+  });
+});
+
+describe("tsup status", () => {
+  test("shows the running steps and pools of a tsup running in the folder", async () => {
+    const p = fresh({
+      "plan.ts": `import { pool, step } from "tsup-flow";\npool("one", 1);\nfor (const c of ["A", "B"]) step(\`touch started\${c}; sleep 3; echo \${c}\`, { pool: "one" });\n`,
+    });
+    const status = () =>
+      spawnSync(process.execPath, [BIN, "status", "--json"], { cwd: p.dir, encoding: "utf8", env: { ...process.env, TSUP_ROOT: p.dir } });
+    const build = tsup(p.dir, ["-n", "-w2"]);
+    while (!existsSync(p.path("startedA")) && !existsSync(p.path("startedB"))) await new Promise((res) => setTimeout(res, 50));
+    const r = status();
+    assert.equal(r.status, 0, r.stderr);
+    const report = JSON.parse(r.stdout) as {
+      running: Array<{ command: string; pool: string }>;
+      pools: Array<{ name: string; size: number; running: number; queued: number }>;
+    };
+    assert.equal(report.running.length, 1, r.stdout);
+    assert.equal(report.running[0]!.pool, "one");
+    assert.deepEqual(report.pools, [{ name: "one", size: 1, running: 1, queued: 1 }]);
+    assert.equal((await build).code, 0);
+    const after = status();
+    assert.equal(after.status, 1);
+    assert.match(after.stderr, /no tsup is running in /);
   });
 });
