@@ -12,6 +12,7 @@ import type { RpcHandler } from "../rpc/server.js";
 import { Scheduler } from "../scheduler/scheduler.js";
 import type { FileHash, GlobRecord, SavedState, SavedStep } from "../state/types.js";
 import type { RunRequest, RunResult } from "../workers/protocol.js";
+import { sameWork } from "../workflow/definition.js";
 import { Graph, stepKey, type StepDefinition, type StepNode } from "../workflow/graph.js";
 import { FileTable } from "./files.js";
 import { checkSkip, explainPages, fingerprintOf } from "./skip.js";
@@ -259,7 +260,8 @@ export class Session implements RpcHandler {
     const index = this.oldByKey.get(step.key);
     if (index !== undefined) {
       const record = this.oldSteps[index]!;
-      if (sameDefinition(record, def)) {
+      // Pool, optional and block do not change what a step computes, so they keep its record.
+      if (sameWork(record, def)) {
         step.record = record;
         step.recordIndex = index;
         if (record.amended) {
@@ -477,17 +479,7 @@ export class Session implements RpcHandler {
         return r.ok ? undefined : r.error;
       }
       case "step": {
-        const r = this.define(step, {
-          command: item.command,
-          workdir: item.workdir,
-          inp: item.inp,
-          out: item.out,
-          vol: item.vol,
-          env: item.env,
-          pool: item.pool,
-          optional: item.optional,
-          block: item.block,
-        });
+        const r = this.define(step, definitionOf(item));
         return r.ok ? undefined : r.error;
       }
       case "pool": {
@@ -671,7 +663,8 @@ export interface StatusReport {
   counts: { executed: number; skipped: number; succeeded: number; failed: number; pending: number; running: number };
 }
 
-export function definitionOf(record: SavedStep): StepDefinition {
+/** Just the definition (a saved record or a declaration carries more fields). */
+export function definitionOf(record: StepDefinition): StepDefinition {
   return {
     command: record.command,
     workdir: record.workdir,
@@ -683,20 +676,4 @@ export function definitionOf(record: SavedStep): StepDefinition {
     optional: record.optional,
     block: record.block,
   };
-}
-
-function sameList(a: string[], b: string[]): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
-}
-
-/** Pool, optional and block do not change what a step computes, so they do not void its record. */
-function sameDefinition(record: SavedStep, def: StepDefinition): boolean {
-  return (
-    record.command === def.command &&
-    record.workdir === def.workdir &&
-    sameList(record.inp, def.inp) &&
-    sameList(record.out, def.out) &&
-    sameList(record.vol, def.vol) &&
-    sameList(record.env, def.env)
-  );
 }

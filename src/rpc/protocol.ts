@@ -6,6 +6,8 @@
 // with an error and closes. Everything here is plain data so the protocol is documented by its
 // types (see docs/reference/protocol.md).
 
+import type { StepDefinition } from "../workflow/definition.js";
+
 export const PROTOCOL_VERSION = 1;
 
 /** Longest frame either side accepts: larger frames mean a confused peer, not a big plan. */
@@ -14,18 +16,7 @@ export const MAX_FRAME_BYTES = 64 * 1024 * 1024;
 /** One declaration a running step makes. Paths are root-relative (see src/paths.ts). */
 export type Declaration =
   | { k: "static"; paths: string[] }
-  | {
-      k: "step";
-      command: string;
-      workdir: string;
-      inp: string[];
-      out: string[];
-      vol: string[];
-      env: string[];
-      pool: string | null;
-      optional: boolean;
-      block: boolean;
-    }
+  | ({ k: "step" } & StepDefinition)
   | { k: "pool"; name: string; size: number }
   /**
    * The calling step evaluated a glob: patterns relative to `workdir`, and the root-relative files

@@ -1,3 +1,5 @@
+import type { StepDefinition } from "../workflow/definition.js";
+
 // What tsup remembers between runs. The in-memory shape lives here; `store.ts` owns its encoding
 // in `.stepup/workflow.mpk.xz`.
 
@@ -57,21 +59,11 @@ export interface GlobRecord {
 }
 
 /** One step as saved: its definition, what it declared while running, and its fingerprint. */
-export interface SavedStep {
-  command: string;
-  /** Root-relative workdir with a trailing slash, "./" for the root. */
-  workdir: string;
+export interface SavedStep extends StepDefinition {
   /** Index in SavedState.steps of the step that defined this one, or -1 for the root (boot plan). */
   creator: number;
   /** True when no live step defines this one any more: kept only until its outputs are cleaned. */
   orphan: boolean;
-  inp: string[];
-  out: string[];
-  vol: string[];
-  env: string[];
-  pool: string | null;
-  optional: boolean;
-  block: boolean;
   /** Static paths this step declared while it ran, in declaration order. */
   statics: string[];
   /** Pools this step defined while it ran, in declaration order. */

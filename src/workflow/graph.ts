@@ -11,6 +11,9 @@
 // No graph walk here is recursive: chains of 100,000 steps must not overflow the stack.
 import { isAlwaysStatic, isDirPath, parentPath } from "../paths.js";
 import type { Fingerprint, GlobRecord, SavedStep } from "../state/types.js";
+import { sameDefinition, type StepDefinition } from "./definition.js";
+
+export type { StepDefinition } from "./definition.js";
 
 /**
  * File states:
@@ -45,17 +48,6 @@ export class FileNode {
   }
 }
 
-export interface StepDefinition {
-  command: string;
-  workdir: string;
-  inp: string[];
-  out: string[];
-  vol: string[];
-  env: string[];
-  pool: string | null;
-  optional: boolean;
-  block: boolean;
-}
 
 export class StepNode {
   state: StepState = "pending";
@@ -116,24 +108,6 @@ export class StepNode {
 export interface PoolDef {
   size: number;
   definedBy: StepNode | null;
-}
-
-function sameList(a: readonly string[], b: readonly string[]): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
-}
-
-export function sameDefinition(a: StepDefinition, b: StepDefinition): boolean {
-  return (
-    a.command === b.command &&
-    a.workdir === b.workdir &&
-    sameList(a.inp, b.inp) &&
-    sameList(a.out, b.out) &&
-    sameList(a.vol, b.vol) &&
-    sameList(a.env, b.env) &&
-    a.pool === b.pool &&
-    a.optional === b.optional &&
-    a.block === b.block
-  );
 }
 
 export function stepKey(command: string, workdir: string): string {
