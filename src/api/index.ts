@@ -9,6 +9,7 @@
 // of the calling plan. `${VAR}` and `$VAR` in paths are taken from the environment and make the
 // calling step depend on VAR. A trailing "/" means "directory".
 import { statSync } from "node:fs";
+import { describeStep } from "../events.js";
 import { globMulti, globPaths, type GlobResult, type NamedWildcards } from "../glob/multi.js";
 import { isAbsPath, isDirPath, joinWorkdir, normPath, relativeTo } from "../paths.js";
 import { DirectorClient } from "../rpc/client.js";
@@ -334,7 +335,7 @@ function stepAt(command: string, options: StepOptions, site: CallSite): StepInfo
   );
   const fromCaller = (p: string): string => relativeTo(here, p);
   return {
-    key: workdir === "./" ? expanded : `${expanded}  # wd=${workdir}`,
+    key: describeStep({ command: expanded, workdir }),
     command: expanded,
     workdir: fromCaller(workdir),
     inp: inp.map(fromCaller),

@@ -1,11 +1,11 @@
 // The end of a run phase: report what failed or is still pending, clean outputs of steps that
 // left the plan (only after a complete build), and turn the session into the state to save.
 import { rmdirSync, unlinkSync } from "node:fs";
-import type { EventSink, Page } from "../events.js";
+import { describeStep, type EventSink, type Page } from "../events.js";
 import { isDirPath } from "../paths.js";
 import { hashPath, sameContent } from "../state/filehash.js";
 import type { FileHash, SavedState, SavedStep } from "../state/types.js";
-import type { FileNode, StepNode } from "../workflow/graph.js";
+import { stepKey, type FileNode, type StepNode } from "../workflow/graph.js";
 import type { Session } from "./session.js";
 
 /** A pending report lists at most this many steps in detail; a summary line covers the rest. */
@@ -46,7 +46,7 @@ export function summarize(session: Session, sink: EventSink, interrupted: boolea
         sink.emit({
           kind: "warning",
           message: `${lead} pending due to blocked steps`,
-          pages: [{ title: "Blocked steps", text: listCapped(blocked.map((s) => session.describe(s)), "blocked steps") }],
+          pages: [{ title: "Blocked steps", text: listCapped(blocked.map((s) => describeStep(s.def)), "blocked steps") }],
         });
       } else {
         const shown = pending.slice(0, MAX_PENDING_PAGES).map((s) => pendingPage(s));
@@ -162,7 +162,7 @@ export function cleanObsoleteOutputs(session: Session, sink: EventSink): void {
 }
 
 function keyOf(record: SavedStep): string {
-  return record.workdir === "./" ? record.command : `${record.command}  # wd=${record.workdir}`;
+  return stepKey(record.command, record.workdir);
 }
 
 /**

@@ -5,12 +5,12 @@
 // Flow of a step: defined (by a plan or by replaying a skipped plan) -> runnable (inputs
 // available) -> ready list -> skip check in the director -> SKIP, or queued in its pool ->
 // a worker runs it -> SUCCESS (outputs built, consumers released) or FAIL.
-import { describeStep, type EventSink, type Page, type StepRef } from "../events.js";
-import { relativeTo } from "../paths.js";
+import type { EventSink, Page, StepRef } from "../events.js";
+import { rootFrom } from "../paths.js";
 import { ENV_HERE, ENV_ROOT, ENV_ROOT_REL, ENV_SOCKET, ENV_STEP_KEY, type Declaration } from "../rpc/protocol.js";
 import type { RpcHandler } from "../rpc/server.js";
 import { Scheduler } from "../scheduler/scheduler.js";
-import type { FileHash, GlobRecord, SavedState, SavedStep } from "../state/types.js";
+import type { FileHash, Fingerprint, GlobRecord, SavedState, SavedStep } from "../state/types.js";
 import type { RunRequest, RunResult } from "../workers/protocol.js";
 import { sameWork } from "../workflow/definition.js";
 import { Graph, stepKey, type StepDefinition, type StepNode } from "../workflow/graph.js";
@@ -231,7 +231,6 @@ export class Session implements RpcHandler {
     }
     if (problems.length > 0) {
       // The graph changed since the step last ran, so its old declarations no longer fit.
-      step.state = "failed";
       this.graph.markFailed(step);
       this.opts.sink.emit({
         kind: "finish",
@@ -316,8 +315,8 @@ export class Session implements RpcHandler {
 
   private requestFor(step: StepNode): RunRequest {
     const workdir = step.def.workdir;
-    const here = workdir === "./" ? "." : workdir.replace(/\/$/, "");
-    const rootRel = relativeTo(workdir, "./").replace(/\/$/, "") || ".";
+    // HERE and ROOT are written without a trailing slash, "." for the root itself.
+    const bare = (dir: string): string => (dir === "./" ? "." : dir.replace(/\/$/, ""));
     return {
       command: step.def.command,
       workdir,
@@ -326,8 +325,8 @@ export class Session implements RpcHandler {
         [ENV_SOCKET]: this.opts.socketPath,
         [ENV_STEP_KEY]: step.key,
         [ENV_ROOT]: this.opts.root,
-        [ENV_HERE]: here,
-        [ENV_ROOT_REL]: rootRel === "" ? "." : rootRel.replace(/^\.\/$/, "."),
+        [ENV_HERE]: bare(workdir),
+        [ENV_ROOT_REL]: bare(rootFrom(workdir)),
       },
       inputs: step.requires.map((f) => ({ path: f.path, known: this.knownForWorker(f.path) })),
       outputs: step.outputs.map((f) => ({ path: f.path, known: this.knownForWorker(f.path) })),
@@ -344,67 +343,58 @@ export class Session implements RpcHandler {
   }
 
   private complete(step: StepNode, request: RunRequest, result: RunResult): void {
-    const pages: Page[] = [];
-    const info = (): Page => {
-      const lines = [`Command               ${step.def.command}`];
-      if (step.def.workdir !== "./") lines.push(`Working directory     ${step.def.workdir}`);
-      if (result.exitCode !== null) lines.push(`Return code           ${result.exitCode}`);
-      if (result.signal !== null) lines.push(`Killed by signal      ${result.signal}`);
-      return { title: "Step info", text: lines.join("\n") };
-    };
-    // Outputs the worker hashed, plus those the step amended while it ran (hashed here).
-    const produced = new Set(request.outputs.filter((_, i) => result.outputHashes[i]).map((f) => f.path));
-    const missingOutputs = step.outputs
-      .filter((f) => !produced.has(f.path) && (request.outputs.some((o) => o.path === f.path) || this.files.hash(f.path).kind !== "ok"))
-      .map((f) => f.path);
-    let ok = false;
-    if (result.spawnError !== null) {
-      pages.push(info(), { title: "Could not run the step", text: result.spawnError });
-    } else if (result.invalidInputs.length > 0) {
-      pages.push(info(), { title: "Invalid inputs", text: result.invalidInputs.join("\n") });
-    } else {
-      ok = result.exitCode === 0 && missingOutputs.length === 0 && result.changedInputs.length === 0;
-      if (!ok) pages.push(info());
-      if (result.exitCode === 0 && missingOutputs.length > 0) {
-        pages.push({ title: "Expected outputs not created", text: missingOutputs.sort().join("\n") });
-      }
-      if (result.changedInputs.length > 0) {
-        pages.push({
-          title: "Inputs changed while the step ran",
-          text: result.changedInputs.sort().join("\n"),
-        });
-      }
-    }
-    if (result.stdout.trim()) pages.push({ title: "Standard output", text: result.stdout });
-    if (result.stderr.trim()) pages.push({ title: "Standard error", text: result.stderr });
+    const output: Page[] = [];
+    if (result.stdout.trim()) output.push({ title: "Standard output", text: result.stdout });
+    if (result.stderr.trim()) output.push({ title: "Standard error", text: result.stderr });
     if (step.rescheduleDueTo.length > 0) {
       // The step asked for inputs that do not exist yet: it runs again once they do.
       const due = [...new Set(step.rescheduleDueTo)].sort();
-      const kept = pages.filter((p) => p.title === "Standard output" || p.title === "Standard error");
       this.opts.sink.emit({
         kind: "finish",
         step: this.ref(step),
         outcome: "reschedule",
-        pages: [{ title: "Rescheduling due to unavailable amended inputs", text: due.join("\n") }, ...kept],
+        pages: [{ title: "Rescheduling due to unavailable amended inputs", text: due.join("\n") }, ...output],
         durationMs: result.durationMs,
       });
       step.rescheduleDueTo = [];
       this.graph.reschedule(step);
       return;
     }
-    let hashes: { inputs: Array<[string, FileHash]>; outputs: Array<[string, FileHash]> } | undefined;
-    if (ok) {
-      hashes = this.resultHashes(step, request, result);
-      if (!hashes) {
-        ok = false;
-        pages.unshift(info(), {
-          title: "Amended files missing after the step ran",
-          text: "an input or output declared with amend() could not be read after the step finished",
-        });
+    const lines = [`Command               ${step.def.command}`];
+    if (step.def.workdir !== "./") lines.push(`Working directory     ${step.def.workdir}`);
+    if (result.exitCode !== null) lines.push(`Return code           ${result.exitCode}`);
+    if (result.signal !== null) lines.push(`Killed by signal      ${result.signal}`);
+    const info: Page = { title: "Step info", text: lines.join("\n") };
+    const pages: Page[] = [];
+    let fingerprint: Fingerprint | null = null;
+    if (result.spawnError !== null) {
+      pages.push(info, { title: "Could not run the step", text: result.spawnError });
+    } else if (result.invalidInputs.length > 0) {
+      pages.push(info, { title: "Invalid inputs", text: result.invalidInputs.join("\n") });
+    } else if (result.exitCode !== 0) {
+      pages.push(info);
+      if (result.changedInputs.length > 0) {
+        pages.push({ title: "Inputs changed while the step ran", text: result.changedInputs.sort().join("\n") });
+      }
+    } else {
+      const hashes = this.resultHashes(step, request, result);
+      const missing = (list: Array<[string, FileHash | null]>): string[] =>
+        list.filter(([, h]) => h === null).map(([p]) => p).sort();
+      const missingOutputs = missing(hashes.outputs);
+      const missingInputs = missing(hashes.inputs);
+      if (missingOutputs.length > 0) pages.push({ title: "Expected outputs not created", text: missingOutputs.join("\n") });
+      if (missingInputs.length > 0) pages.push({ title: "Inputs missing after the step ran", text: missingInputs.join("\n") });
+      if (result.changedInputs.length > 0) {
+        pages.push({ title: "Inputs changed while the step ran", text: result.changedInputs.sort().join("\n") });
+      }
+      if (pages.length > 0) pages.unshift(info);
+      else {
+        const known = (list: Array<[string, FileHash | null]>) => list as Array<[string, FileHash]>;
+        fingerprint = fingerprintOf(step, this.graph.envOf(step), this.opts.env, known(hashes.inputs), known(hashes.outputs));
       }
     }
-    if (ok && hashes) {
-      step.fingerprint = fingerprintOf(step, this.graph.envOf(step), this.opts.env, hashes.inputs, hashes.outputs);
+    if (fingerprint) {
+      step.fingerprint = fingerprint;
       this.graph.markSucceeded(step);
     } else {
       this.graph.markFailed(step);
@@ -412,47 +402,35 @@ export class Session implements RpcHandler {
     this.opts.sink.emit({
       kind: "finish",
       step: this.ref(step),
-      outcome: ok ? "success" : "fail",
-      pages,
+      outcome: fingerprint ? "success" : "fail",
+      pages: [...pages, ...output],
       durationMs: result.durationMs,
     });
   }
 
   /**
-   * Hashes of everything the step required and produced. The worker hashed what was known when
-   * the step started; what the step amended while it ran is hashed here (usually a stat()).
+   * Hashes (null: missing) of everything the step required and produced. The worker hashed what
+   * was known when the step started; what the step amended while it ran is hashed here.
    */
   private resultHashes(
     step: StepNode,
     request: RunRequest,
     result: RunResult,
-  ): { inputs: Array<[string, FileHash]>; outputs: Array<[string, FileHash]> } | undefined {
-    const fromWorker = new Map<string, FileHash>();
-    request.inputs.forEach((f, i) => {
-      const h = result.inputHashes[i];
-      if (h) fromWorker.set(f.path, h);
-    });
-    request.outputs.forEach((f, i) => {
-      const h = result.outputHashes[i];
-      if (h) fromWorker.set(f.path, h);
-    });
-    const collect = (files: readonly { path: string }[]): Array<[string, FileHash]> | undefined => {
-      const out: Array<[string, FileHash]> = [];
-      for (const f of files) {
-        let hash = fromWorker.get(f.path);
-        if (hash) this.files.remember(f.path, hash);
-        else {
-          const now = this.files.hash(f.path);
-          if (now.kind !== "ok") return undefined;
-          hash = now.hash;
+  ): { inputs: Array<[string, FileHash | null]>; outputs: Array<[string, FileHash | null]> } {
+    const fromWorker = new Map<string, FileHash | null>();
+    request.inputs.forEach((f, i) => fromWorker.set(f.path, result.inputHashes[i] ?? null));
+    request.outputs.forEach((f, i) => fromWorker.set(f.path, result.outputHashes[i] ?? null));
+    const collect = (files: readonly { path: string }[]): Array<[string, FileHash | null]> =>
+      files.map((f) => {
+        if (fromWorker.has(f.path)) {
+          const hash = fromWorker.get(f.path)!;
+          this.files.remember(f.path, hash);
+          return [f.path, hash];
         }
-        out.push([f.path, hash]);
-      }
-      return out;
-    };
-    const inputs = collect(step.requires);
-    const outputs = collect(step.outputs);
-    return inputs && outputs ? { inputs, outputs } : undefined;
+        const now = this.files.hash(f.path);
+        return [f.path, now.kind === "ok" ? now.hash : null];
+      });
+    return { inputs: collect(step.requires), outputs: collect(step.outputs) };
   }
 
   // ----------------------------------------------------------------------------------------
@@ -649,10 +627,6 @@ export class Session implements RpcHandler {
 
   ref(step: StepNode): StepRef {
     return { key: step.key, command: step.def.command, workdir: step.def.workdir, pool: step.def.pool ?? undefined };
-  }
-
-  describe(step: StepNode): string {
-    return describeStep(step.def);
   }
 }
 

@@ -33,7 +33,8 @@ export function checkSkip(
   env: string[],
   values: NodeJS.ProcessEnv,
   files: FileTable,
-  globsUnchanged: (step: StepNode) => string | undefined,
+  /** Why the step's globs now match other files, or undefined when they match the same. */
+  globChange: (step: StepNode) => string | undefined,
 ): SkipVerdict {
   const record = step.record;
   if (!record?.fingerprint) {
@@ -45,8 +46,8 @@ export function checkSkip(
   for (const path of record.statics) {
     if (files.hash(path).kind !== "ok") reasons.push(line("Missing static", `${path} (declared by this step)`));
   }
-  const globChange = globsUnchanged(step);
-  if (globChange) reasons.push(globChange);
+  const globReason = globChange(step);
+  if (globReason) reasons.push(globReason);
   const inputs: Array<[string, FileHash]> = [];
   for (const file of step.requires) {
     const outcome = files.hash(file.path);

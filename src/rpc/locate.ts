@@ -2,6 +2,7 @@
 // path and PID to `.stepup/director.json` while it runs.
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { isAlive } from "../state/lock.js";
 
 export const DIRECTOR_FILE = "director.json";
 
@@ -21,15 +22,6 @@ export function removeDirectorInfo(stepupDir: string, pid: number): void {
   if (info?.pid === pid) rmSync(join(stepupDir, DIRECTOR_FILE), { force: true });
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
-
 /** The director running in this folder, or undefined (none, or one that died without cleaning up). */
 export function readDirectorInfo(stepupDir: string): DirectorInfo | undefined {
   let info: unknown;
@@ -40,6 +32,6 @@ export function readDirectorInfo(stepupDir: string): DirectorInfo | undefined {
   }
   const { socket, pid } = (info ?? {}) as Partial<DirectorInfo>;
   if (typeof socket !== "string" || typeof pid !== "number") return undefined;
-  if (!alive(pid) || !existsSync(socket)) return undefined;
+  if (!isAlive(pid) || !existsSync(socket)) return undefined;
   return { socket, pid };
 }

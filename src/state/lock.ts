@@ -30,7 +30,8 @@ function parseOwner(text: string): Owner | undefined {
   return { pid, host: m[2]! };
 }
 
-function isAlive(pid: number): boolean {
+/** Whether a process with this id exists (EPERM: it does, but belongs to another user). */
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -62,14 +62,6 @@ export class WorkerPool {
     this.workerOpts = { root: opts.root, tsNode: opts.tsNode, tsLoader: opts.tsLoader };
   }
 
-  /**
-   * Nothing is forked here: workers start on the first run(), so a run that executes no step
-   * never pays for them. Kept so callers can state intent; run() works without it.
-   */
-  start(): void {
-    // Intentionally empty.
-  }
-
   get size(): number {
     return this.slots.length;
   }

@@ -9,6 +9,7 @@
 //    a pool or a step. When a step is skipped, its products are declared again from its record.
 //
 // No graph walk here is recursive: chains of 100,000 steps must not overflow the stack.
+import { describeStep } from "../events.js";
 import { isAlwaysStatic, isDirPath, parentPath } from "../paths.js";
 import type { Fingerprint, GlobRecord, SavedStep } from "../state/types.js";
 import { sameDefinition, type StepDefinition } from "./definition.js";
@@ -111,7 +112,7 @@ export interface PoolDef {
 }
 
 export function stepKey(command: string, workdir: string): string {
-  return workdir === "./" ? command : `${command}  # wd=${workdir}`;
+  return describeStep({ command, workdir });
 }
 
 export type Outcome<T> = { ok: true; value: T } | { ok: false; error: string };

@@ -28,7 +28,6 @@ function tempDir(): string {
 
 function makePool(root: string, size = 1, tsLoader = "tsx"): WorkerPool {
   const pool = new WorkerPool({ size, root, tsNode: process.execPath, tsLoader, workerEntry: WORKER_ENTRY });
-  pool.start();
   pools.push(pool);
   return pool;
 }
