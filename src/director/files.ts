@@ -16,27 +16,31 @@ export class FileTable {
     return `${this.root}/${path}`;
   }
 
-  /** Hash `path` now (stat shortcut first) and remember the result. */
   /** Set when a hash was learned or changed since loading: the saved table is then outdated. */
   changed = false;
 
   /**
-   * Directories checked during the current batch of skip checks. Thousands of steps share a
-   * workdir and an output directory; one stat() per batch is enough for those.
+   * Directories checked during the current batch of skip checks, or null outside a batch.
+   * Thousands of steps share a workdir and an output directory; one stat() per batch is enough.
+   * Outside a batch (results of running steps) every directory is looked at afresh.
    */
-  private readonly dirsThisTurn = new Map<string, HashOutcome>();
+  private batchDirs: Map<string, HashOutcome> | null = null;
 
-  /** Forget the per-batch directory checks (call when a batch of skip checks is done). */
-  endTurn(): void {
-    this.dirsThisTurn.clear();
+  beginBatch(): void {
+    this.batchDirs = new Map();
   }
 
+  endBatch(): void {
+    this.batchDirs = null;
+  }
+
+  /** Hash `path` now (stat shortcut first) and remember the result. */
   hash(path: string): HashOutcome {
     if (isDirPath(path)) {
-      let outcome = this.dirsThisTurn.get(path);
+      let outcome = this.batchDirs?.get(path);
       if (!outcome) {
         outcome = hashPath(this.abs(path), true, null);
-        this.dirsThisTurn.set(path, outcome);
+        this.batchDirs?.set(path, outcome);
       }
       return outcome;
     }

@@ -166,6 +166,7 @@ export class Session implements RpcHandler {
 
   /** Handle ready steps (skip or queue) and start queued steps on idle workers. */
   private pump(): void {
+    this.files.beginBatch();
     // Index-based so that skips releasing more steps extend the same loop: no recursion.
     while (this.readyHead < this.ready.length) {
       const step = this.ready[this.readyHead++]!;
@@ -178,7 +179,7 @@ export class Session implements RpcHandler {
     }
     this.ready.length = 0;
     this.readyHead = 0;
-    this.files.endTurn();
+    this.files.endBatch();
     if (this.stopping) return;
     while (this.opts.runner.idleCount() > 0) {
       const next = this.scheduler.next();
