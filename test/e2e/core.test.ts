@@ -7,10 +7,15 @@ import { freshProjects, REPO, show, tsup, withAction } from "./harness.js";
 
 const fresh = freshProjects();
 
+/** Copy an example as a newcomer gets it: without the state of an earlier run in the repo. */
+function copyExample(name: string, dir: string): void {
+  cpSync(join(REPO, "examples", name), dir, { recursive: true, filter: (src) => !src.includes("/.stepup") });
+}
+
 describe("the bundled limerick example", () => {
   test("builds, then skips everything on a second run", async () => {
     const p = fresh();
-    cpSync(join(REPO, "examples", "limerick"), p.dir, { recursive: true });
+    copyExample("limerick", p.dir);
     const first = await tsup(p.dir, ["-n", "-w4"]);
     assert.equal(first.code, 0, show(first));
     assert.deepEqual(withAction(first, "START").slice(0, 1), ["./plan.ts"]);
@@ -31,7 +36,7 @@ describe("every bundled example", () => {
   for (const name of readdirSync(join(REPO, "examples"))) {
     test(`examples/${name} builds and then skips everything`, async () => {
       const p = fresh();
-      cpSync(join(REPO, "examples", name), p.dir, { recursive: true });
+      copyExample(name, p.dir);
       const first = await tsup(p.dir, ["-n", "-w4"]);
       assert.equal(first.code, 0, show(first));
       const second = await tsup(p.dir, ["-n", "-w4"]);
