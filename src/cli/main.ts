@@ -1,6 +1,6 @@
 // The command line. This is the only module that reads process.argv and process.env, installs
 // signal handlers, picks the reporter and decides the exit status.
-import { Command, CommanderError, Option } from "commander";
+import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { statSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { resolve } from "node:path";
@@ -10,11 +10,16 @@ import type { EventSink } from "../events.js";
 import { createJsonReporter, LineReporter } from "../report/lines.js";
 import { EXIT, exitCodeFor } from "./exit-codes.js";
 import { runAct } from "./act.js";
-import { runStatus } from "./control.js";
+import { CONTROL_COMMANDS, runControl } from "./control.js";
+import type { Controller } from "../director/controller.js";
+import { readKeys } from "../tui/keys.js";
+import { startTui, type Tui } from "../tui/start.js";
 import { parseWorkers } from "./workers-option.js";
 
 interface BuildFlags {
   nonInteractive?: boolean;
+  auto?: boolean;
+  debounce: number;
   workers: number;
   explain?: boolean;
   showPerf?: boolean;
@@ -32,6 +37,16 @@ function program(): Command {
         .argParser((v) => parseWorkers(v))
         .default(availableParallelism(), "number of CPUs"),
     )
+    .option("-a, --auto", "in the watch phase, rerun by itself once changed files settle (no need to press r)")
+    .addOption(
+      new Option("--debounce <ms>", "with --auto: how long files must stay unchanged before the rerun")
+        .argParser((v) => {
+          const ms = Number(v);
+          if (!Number.isFinite(ms) || ms < 0) throw new InvalidArgumentError("expected a number of milliseconds");
+          return ms;
+        })
+        .default(300),
+    )
     .option("-e, --explain", "explain why steps were not skipped")
     .option("-s, --show-perf", "prefix every line with the elapsed time and number of running steps")
     .option("--root <dir>", "the project folder (default: $TSUP_ROOT or the current folder)")
@@ -40,8 +55,14 @@ function program(): Command {
       "after",
       `
 Examples:
+  tsup               build, then watch files; keys: r run, q quit, ? help
   tsup -n -w4        build once with four workers, then exit
   tsup -n -e         build once and explain every step that could not be skipped
+  tsup --auto        build, then rebuild whenever watched files change
+
+Commands for a tsup running in this folder (see docs/reference/cli.md):
+  tsup status | run | wait | join | shutdown | graph [PREFIX]
+  tsup watch-update PATH | watch-delete PATH
 
 Exit status: 0 success, 1 internal error, 2 usage error, 3 a plan failed,
 4 a step failed, 5 steps remain pending, 130/143 interrupted (see docs/reference/cli.md).`,
@@ -54,7 +75,9 @@ Exit status: 0 success, 1 internal error, 2 usage error, 3 a plan failed,
 async function main(argv: string[]): Promise<number> {
   // Subcommands used from inside running steps; everything else is a build.
   if (argv[2] === "act") return runAct(argv.slice(3));
-  if (argv[2] === "status") return runStatus(argv.slice(3), process.env["TSUP_ROOT"]);
+  if (argv[2] !== undefined && CONTROL_COMMANDS.has(argv[2])) {
+    return runControl(argv[2], argv.slice(3), process.env["TSUP_ROOT"]);
+  }
   const cmd = program();
   try {
     cmd.parse(argv);
@@ -111,9 +134,42 @@ async function main(argv: string[]): Promise<number> {
       setImmediate(flush);
     }
   };
-  const sink: EventSink = flags.json
-    ? createJsonReporter(write)
-    : new LineReporter({ write, color, width, showPerf: flags.showPerf === true, now: () => performance.now() });
+  const interactive = flags.nonInteractive !== true;
+  const stdinTty = process.stdin.isTTY === true;
+  // The live view needs a terminal on both ends; CI logs, pipes and -n get plain lines.
+  const useTui = interactive && isTty && stdinTty && !ci && !flags.json;
+  let controller: Controller | undefined;
+  const pendingKeys: Array<Parameters<Controller["key"]>[0]> = [];
+  const onKey = (key: Parameters<Controller["key"]>[0]): void => {
+    if (controller) controller.key(key);
+    else pendingKeys.push(key);
+  };
+  let tui: Tui | undefined;
+  let stopKeys: (() => void) | undefined;
+  let sink: EventSink;
+  if (useTui) {
+    tui = startTui({
+      stdout: process.stdout,
+      stdin: process.stdin,
+      color,
+      showPerf: flags.showPerf === true,
+      workers: flags.workers,
+      onKey,
+      now: () => performance.now(),
+    });
+    sink = tui.sink;
+  } else {
+    sink = flags.json
+      ? createJsonReporter(write)
+      : new LineReporter({ write, color, width, showPerf: flags.showPerf === true, now: () => performance.now() });
+    if (interactive && stdinTty && !flags.json) stopKeys = readKeys(process.stdin, onKey);
+  }
+  /** Give the terminal back: cooked mode, visible cursor. Safe to call more than once. */
+  const restoreTerminal = async (): Promise<void> => {
+    stopKeys?.();
+    stopKeys = undefined;
+    await tui?.close();
+  };
 
   const stop = new AbortController();
   let signalled: NodeJS.Signals | undefined;
@@ -121,6 +177,9 @@ async function main(argv: string[]): Promise<number> {
     if (signalled) {
       // Second signal: do not wait for the grace period. Workers kill their steps' process
       // groups when they lose us.
+      stopKeys?.();
+      if (process.stdin.isTTY) process.stdin.setRawMode(false);
+      if (tui) process.stdout.write("\x1b[?25h\n");
       process.exit(signal === "SIGINT" ? EXIT.interrupted : EXIT.terminated);
     }
     signalled = signal;
@@ -130,21 +189,32 @@ async function main(argv: string[]): Promise<number> {
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
 
-  const outcome = await runOnce({
-    root,
-    planFile: planArg,
-    workers: flags.workers,
-    explain: flags.explain === true,
-    sink,
-    env: process.env,
-    tsNode: process.execPath,
-    tsLoader: fileURLToPath(new URL("../api/loader.js", import.meta.url)),
-    tsupBin: fileURLToPath(new URL("../../bin/tsup.js", import.meta.url)),
-    checkpointMs: Number(process.env["TSUP_CHECKPOINT_SECONDS"] ?? 30) * 1000 || 30_000,
-    now: () => performance.now(),
-    stop: stop.signal,
-  });
-  flush();
+  let outcome;
+  try {
+    outcome = await runOnce({
+      root,
+      planFile: planArg,
+      workers: flags.workers,
+      explain: flags.explain === true,
+      sink,
+      env: process.env,
+      tsNode: process.execPath,
+      tsLoader: fileURLToPath(new URL("../api/loader.js", import.meta.url)),
+      tsupBin: fileURLToPath(new URL("../../bin/tsup.js", import.meta.url)),
+      now: () => performance.now(),
+      stop: stop.signal,
+      interactive,
+      autoRerunMs: flags.auto ? flags.debounce : undefined,
+      progressMs: tui ? 200 : undefined,
+      onController: (c) => {
+        controller = c;
+        for (const key of pendingKeys.splice(0)) c.key(key);
+      },
+    });
+  } finally {
+    await restoreTerminal();
+    flush();
+  }
   if (outcome.kind === "locked") {
     process.stderr.write(`tsup: ${outcome.message}\n`);
     return EXIT.usage;

@@ -20,7 +20,10 @@ export interface PhaseSummary {
   complete: boolean;
 }
 
-export function summarize(session: Session, sink: EventSink, interrupted: boolean): PhaseSummary {
+/** Why a phase ended before everything ran, if it did: shown instead of a pending report. */
+export type StopReason = "interrupted" | "drained" | "shutting down";
+
+export function summarize(session: Session, sink: EventSink, stopped: StopReason | undefined): PhaseSummary {
   let failedSteps = 0;
   let failedPlans = 0;
   const pending: StepNode[] = [];
@@ -38,8 +41,9 @@ export function summarize(session: Session, sink: EventSink, interrupted: boolea
   }
   if (pending.length > 0) {
     const lead = pending.length === 1 ? "1 step remains" : `${pending.length} steps remain`;
-    if (interrupted) {
-      sink.emit({ kind: "warning", message: `${lead} pending because the run was interrupted` });
+    if (stopped) {
+      const why = stopped === "interrupted" ? "the run was interrupted" : stopped === "drained" ? "the run was drained" : "tsup is shutting down";
+      sink.emit({ kind: "warning", message: `${lead} pending because ${why}` });
     } else {
       const blocked = pending.filter((s) => s.def.block);
       if (blocked.length > 0) {
@@ -63,7 +67,7 @@ export function summarize(session: Session, sink: EventSink, interrupted: boolea
     failedSteps,
     failedPlans,
     pending: pending.length,
-    complete: failed === 0 && pending.length === 0 && !interrupted && !session.internalError,
+    complete: failed === 0 && pending.length === 0 && !stopped && !session.internalError,
   };
 }
 
@@ -75,6 +79,10 @@ function listCapped(lines: string[], what: string): string {
 function fileLine(label: string, file: FileNode): string {
   let shown = file.path;
   let note = "";
+  if (file.absent) {
+    const by = file.declarer ? file.declarer.def.command : "the root";
+    return `${label.padEnd(12)}${"MISSING".padStart(8)}  ${file.path}  declared static by ${by}, but it does not exist`;
+  }
   if (file.state === "pending" && !file.producer) {
     shown = `(${file.path})`;
     note = isDirPath(file.path)
@@ -198,7 +206,8 @@ export function stateToSave(session: Session, complete: boolean): SavedState {
   return { files, steps };
 }
 
-function savedStep(step: StepNode, creator: number, definedStepsBefore: boolean): SavedStep {
+/** The record of one live step; also what the journal (checkpoint.ts) writes when a step succeeds. */
+export function savedStep(step: StepNode, creator: number, definedStepsBefore: boolean): SavedStep {
   let fingerprint = null;
   if (step.state === "succeeded") fingerprint = step.fingerprint;
   else if (step.state !== "failed" && step.state !== "running" && step.record?.fingerprint) {

@@ -6,10 +6,15 @@ import type { EventSink } from "../events.js";
 import { removeDirectorInfo, writeDirectorInfo } from "../rpc/locate.js";
 import { RpcServer } from "../rpc/server.js";
 import { acquireLock } from "../state/lock.js";
-import { loadState, saveState, STATE_FILE } from "../state/store.js";
+import { STATE_FILE } from "../state/store.js";
 import { WorkerPool } from "../workers/pool.js";
-import { cleanObsoleteOutputs, stateToSave, summarize, type PhaseSummary } from "./finalize.js";
-import { Checkpointer } from "./checkpoint.js";
+import type { SavedState } from "../state/types.js";
+import { DirectoryWatcher } from "../watch/watcher.js";
+import { parentPath } from "../paths.js";
+import { ChangeRecorder, entriesBelow } from "./changes.js";
+import { Controller, type RunMode } from "./controller.js";
+import { cleanObsoleteOutputs, stateToSave, summarize, type PhaseSummary, type StopReason } from "./finalize.js";
+import { openState, type StepJournal } from "./checkpoint.js";
 import { Session } from "./session.js";
 
 export interface RunOptions {
@@ -31,8 +36,14 @@ export interface RunOptions {
   stop: AbortSignal;
   /** How long interrupted steps get between SIGTERM and SIGKILL. */
   graceMs?: number;
-  /** Save the state at least this often during a run (default 30 s). */
-  checkpointMs?: number;
+  /** Watch files after each run phase and take commands (false with -n). */
+  interactive?: boolean;
+  /** In the watch phase, rerun this long after the last relevant change instead of waiting for r. */
+  autoRerunMs?: number;
+  /** Emit `progress` events this often during run phases (for the terminal UI). */
+  progressMs?: number;
+  /** Receives the controller once it exists, so that keys can reach it. */
+  onController?(controller: Controller): void;
 }
 
 export type RunOutcome =
@@ -51,8 +62,11 @@ export async function runOnce(opts: RunOptions): Promise<RunOutcome> {
     tsLoader: opts.tsLoader,
   });
   let server: RpcServer | undefined;
+  let watcher: DirectoryWatcher | undefined;
+  let controller: Controller | undefined;
+  let lastDirectorLine = "";
   try {
-    const loaded = await loadState(stepupDir);
+    const loaded = await openState(stepupDir, opts.sink);
     if (loaded.warning) {
       const pages = [{ title: "What was wrong", text: loaded.warning.details }];
       if (loaded.warning.keptCopy) pages.push({ title: "Copy of the bad file", text: loaded.warning.keptCopy });
@@ -60,74 +74,177 @@ export async function runOnce(opts: RunOptions): Promise<RunOutcome> {
     } else if (loaded.loaded) {
       opts.sink.emit({ kind: "workflow", message: `Loaded from .stepup/${STATE_FILE}` });
     }
-    let session: Session | undefined;
+    const interactive = opts.interactive === true;
+    const recorder = new ChangeRecorder({
+      root: opts.root,
+      sink: opts.sink,
+      onRecorded: (path, change) => controller!.recorded(path, change),
+    });
+    const ctl = new Controller({
+      root: opts.root,
+      sink: opts.sink,
+      interactive,
+      autoRerunMs: opts.autoRerunMs,
+      recorder,
+      signalSteps: (signal) => workers.signalAll(signal),
+      unwatched: () => watcher?.unwatched ?? new Set(),
+      watchDirectories: (dirs) => watcher?.setDirectories(dirs),
+    });
+    controller = ctl;
     server = await RpcServer.start({
-      declare: (key, items) => session!.declare(key, items),
-      call: (key, method, args) => session!.call(key, method, args),
+      declare: (key, items) => ctl.session!.declare(key, items),
+      call: (key, method, args) => {
+        // Steps amend themselves; everything without a step key is a control command.
+        if (key === null) {
+          const answer = ctl.control(method, args);
+          if (answer) return answer;
+        }
+        return ctl.session!.call(key, method, args);
+      },
     });
     writeDirectorInfo(stepupDir, { socket: server.socketPath, pid: process.pid });
-    session = new Session(
-      {
-        root: opts.root,
-        planFile: opts.planFile,
-        explain: opts.explain,
-        sink: opts.sink,
-        env: opts.env,
-        runner: workers,
-        socketPath: server.socketPath,
-        stepEnv: { PATH: `${writeTsupShim(server.dir, opts.tsNode, opts.tsupBin)}:${opts.env["PATH"] ?? ""}` },
-        now: opts.now,
-      },
-      loaded.state,
-    );
-    let interrupted = false;
+    opts.onController?.(ctl);
+    const stepEnv = { PATH: `${writeTsupShim(server.dir, opts.tsNode, opts.tsupBin)}:${opts.env["PATH"] ?? ""}` };
+
     const onStop = (): void => {
-      interrupted = true;
-      session!.stop();
+      ctl.signalled();
+      ctl.session?.stop();
       void workers.close({ graceMs: opts.graceMs ?? 1000 });
     };
     if (opts.stop.aborted) onStop();
     else opts.stop.addEventListener("abort", onStop, { once: true });
-    opts.sink.emit({ kind: "phase", phase: "run" });
-    const checkpoints = new Checkpointer(
-      () => saveState(stepupDir, stateToSave(session!, false)),
-      () => session!.counts.ran,
-      opts.checkpointMs ?? 30_000,
-    );
-    checkpoints.start();
-    session.boot();
-    await session.runPhase();
-    await checkpoints.stop();
-    opts.stop.removeEventListener("abort", onStop);
-    const summary = summarize(session, opts.sink, interrupted);
-    if (summary.complete) cleanObsoleteOutputs(session, opts.sink);
-    else if (!interrupted) opts.sink.emit({ kind: "warning", message: "Skipping cleanup due to incomplete build." });
-    // A run that skipped every step it knew, learned no new file hash and dropped no step would
-    // write back exactly what it loaded: leave the file alone (it keeps no-op runs fast).
-    const unchanged =
-      loaded.loaded &&
-      !loaded.warning &&
-      !session.files.changed &&
-      summary.ran === 0 &&
-      summary.skipped === session.graph.steps.size &&
-      session.graph.steps.size === loaded.state.steps.length;
-    if (!unchanged) {
-      await saveState(stepupDir, stateToSave(session, summary.complete));
-      opts.sink.emit({ kind: "workflow", message: `Dumped to .stepup/${STATE_FILE}` });
+
+    let state = loaded.state;
+    // Whether `state` is exactly what the state file holds (a no-op phase then need not save).
+    let stateOnDisk = loaded.loaded && !loaded.warning;
+    if (interactive) {
+      watcher = new DirectoryWatcher({
+        root: opts.root,
+        onEvent: (e) => {
+          recorder.event(e.path, e.kind);
+          // A new directory where a glob could find files: watch it, and catch up with what
+          // was created in it before the watch was in place.
+          if (e.kind === "updated" && e.path.endsWith("/") && ctl.phase === "watch" && recorder.globsReachInto(e.path)) {
+            watcher?.setDirectories(recorder.directoriesToWatch());
+            for (const entry of entriesBelow(opts.root, e.path)) recorder.event(entry, "updated");
+          }
+        },
+        onProblem: (message, details) =>
+          opts.sink.emit({ kind: "warning", message, pages: details ? [{ title: "Details", text: details }] : [] }),
+      });
+      // Until the first watch phase knows the workflow, watch where the last run's files were,
+      // so that edits made during the first run phase are not missed.
+      const dirs = new Set<string>(["./"]);
+      for (const path of state.files.keys()) dirs.add(parentPath(path) ?? path);
+      watcher.setDirectories(dirs);
     }
-    const failed = summary.failedSteps + summary.failedPlans;
-    opts.sink.emit({
-      kind: "director",
-      message:
-        `${summary.ran} executed, ${summary.skipped} skipped, ${failed} failed, ` +
-        `${summary.pending} pending${interrupted ? ", interrupted" : ""}`,
-    });
-    return { kind: "done", summary, interrupted, internalError: session.internalError !== undefined };
+    let mode: RunMode | "first" = "first";
+    let summary: PhaseSummary;
+    let internalError = false;
+    for (;;) {
+      const session = new Session(
+        {
+          root: opts.root,
+          planFile: opts.planFile,
+          explain: opts.explain,
+          sink: opts.sink,
+          env: opts.env,
+          runner: workers,
+          workers: opts.workers,
+          socketPath: server.socketPath,
+          stepEnv,
+          quietSkips: mode === "rerun",
+          journal: loaded.journal,
+          now: opts.now,
+        },
+        mode === "forget" ? withoutFingerprints(state) : state,
+      );
+      ctl.beginRun(session);
+      if (ctl.interrupted) session.stop();
+      const phase = await runPhase(session, opts, loaded.journal, state, stateOnDisk, ctl);
+      summary = phase.summary;
+      internalError ||= session.internalError !== undefined;
+      state = phase.state;
+      stateOnDisk = true;
+      lastDirectorLine = phase.directorLine;
+      if (internalError) break;
+      const next = await ctl.afterRun();
+      if (next.kind === "exit") break;
+      mode = next.mode;
+    }
+    opts.stop.removeEventListener("abort", onStop);
+    return { kind: "done", summary: summary!, interrupted: ctl.interrupted, internalError };
   } finally {
+    controller?.exiting(lastDirectorLine);
+    // Let the answers to `tsup join`/`shutdown`/`wait` go out before the sockets close.
+    await new Promise((resolve) => setImmediate(resolve));
+    watcher?.close();
     removeDirectorInfo(stepupDir, process.pid);
     await Promise.allSettled([workers.close({ graceMs: opts.graceMs ?? 1000 }), server?.close()]);
     lock.release();
   }
+}
+
+interface PhaseResult {
+  summary: PhaseSummary;
+  /** The state after the phase (what was saved, or what was already on disk). */
+  state: SavedState;
+  directorLine: string;
+}
+
+/** One run phase: boot, run until nothing can run, report, clean, save. */
+async function runPhase(
+  session: Session,
+  opts: RunOptions,
+  journal: StepJournal,
+  previous: SavedState,
+  previousOnDisk: boolean,
+  ctl: Controller,
+): Promise<PhaseResult> {
+  opts.sink.emit({ kind: "phase", phase: "run" });
+  const progress = opts.progressMs ? setInterval(() => opts.sink.emit(session.progress()), opts.progressMs) : undefined;
+  try {
+    session.boot();
+    await session.runPhase();
+  } finally {
+    clearInterval(progress);
+  }
+  const stopped: StopReason | undefined = ctl.interrupted
+    ? "interrupted"
+    : session.draining
+      ? ctl.leaving
+        ? "shutting down"
+        : "drained"
+      : undefined;
+  const summary = summarize(session, opts.sink, stopped);
+  if (summary.complete) cleanObsoleteOutputs(session, opts.sink);
+  else if (!stopped) opts.sink.emit({ kind: "warning", message: "Skipping cleanup due to incomplete build." });
+  // A phase that skipped every step it knew, learned no new file hash and dropped no step would
+  // write back exactly what it started from: leave the file alone (it keeps no-op runs fast).
+  const unchanged =
+    previousOnDisk &&
+    !session.files.changed &&
+    summary.ran === 0 &&
+    summary.skipped === session.graph.steps.size &&
+    session.graph.steps.size === previous.steps.length;
+  let state = previous;
+  if (!unchanged) {
+    state = stateToSave(session, summary.complete);
+    await journal.save(state);
+    opts.sink.emit({ kind: "workflow", message: `Dumped to .stepup/${STATE_FILE}` });
+  }
+  if (opts.progressMs) opts.sink.emit(session.progress());
+  const failed = summary.failedSteps + summary.failedPlans;
+  const directorLine =
+    `${summary.ran} executed, ${summary.skipped} skipped, ${failed} failed, ` +
+    `${summary.pending} pending${ctl.interrupted ? ", interrupted" : ""}`;
+  opts.sink.emit({ kind: "director", message: directorLine });
+  return { summary, state, directorLine };
+}
+
+/** For the key f: the same workflow, but every step must run again. */
+function withoutFingerprints(state: SavedState): SavedState {
+  return { files: state.files, steps: state.steps.map((s) => ({ ...s, fingerprint: null })) };
 }
 
 /**

@@ -5,7 +5,7 @@
 // Flow of a step: defined (by a plan or by replaying a skipped plan) -> runnable (inputs
 // available) -> ready list -> skip check in the director -> SKIP, or queued in its pool ->
 // a worker runs it -> SUCCESS (outputs built, consumers released) or FAIL.
-import type { EventSink, Page, StepRef } from "../events.js";
+import type { EventSink, Page, StepCounts, StepRef, TsupEvent } from "../events.js";
 import { rootFrom } from "../paths.js";
 import { ENV_HERE, ENV_ROOT, ENV_ROOT_REL, ENV_SOCKET, ENV_STEP_KEY, type Declaration } from "../rpc/protocol.js";
 import type { RpcHandler } from "../rpc/server.js";
@@ -32,9 +32,18 @@ export interface SessionOptions {
   sink: EventSink;
   env: NodeJS.ProcessEnv;
   runner: Runner;
+  /** Number of workers, for the live view. */
+  workers: number;
   socketPath: string;
   /** Extra environment for every step (the PATH with the `tsup` shim). */
   stepEnv: Record<string, string>;
+  /**
+   * Say nothing about steps that are skipped: a rerun in watch mode replays the whole workflow,
+   * and only what actually runs is news.
+   */
+  quietSkips?: boolean;
+  /** Records every step that succeeds, for crash safety (director/checkpoint.ts). */
+  journal?: { succeeded(step: StepNode, files: FileTable): void };
   now(): number;
 }
 
@@ -211,7 +220,10 @@ export class Session implements RpcHandler {
     step.state = "running"; // so that its declarations are accepted while replaying
     const problems: string[] = [];
     if (record.statics.length > 0) {
-      const r = this.graph.declareStatic(step, record.statics);
+      // A static file deleted since: the step's own code did not change, so it need not run;
+      // the file stays declared and whoever consumes it waits until it is back.
+      const absent = new Set(record.statics.filter((p) => this.files.hash(p).kind !== "ok"));
+      const r = this.graph.declareStatic(step, record.statics, true, absent);
       if (!r.ok) problems.push(r.error);
     }
     for (const [name, size] of record.pools) {
@@ -244,7 +256,7 @@ export class Session implements RpcHandler {
     }
     this.counts.skipped++;
     this.graph.markSucceeded(step);
-    this.opts.sink.emit({ kind: "skip", step: this.ref(step), pages: [] });
+    if (!this.opts.quietSkips) this.opts.sink.emit({ kind: "skip", step: this.ref(step), pages: [] });
   }
 
   /** Define a step and attach its record from the previous run if its definition is unchanged. */
@@ -397,6 +409,8 @@ export class Session implements RpcHandler {
     if (fingerprint) {
       step.fingerprint = fingerprint;
       this.graph.markSucceeded(step);
+      // Before SUCCESS is reported: a SUCCESS seen by anyone is a step the next run skips.
+      this.opts.journal?.succeeded(step, this.files);
     } else {
       this.graph.markFailed(step);
     }
@@ -532,6 +546,25 @@ export class Session implements RpcHandler {
     };
   }
 
+  /** Counts and pool occupancy for the live view. Walks all steps: call a few times a second at most. */
+  progress(): Extract<TsupEvent, { kind: "progress" }> {
+    const counts: StepCounts = { total: 0, succeeded: 0, skipped: this.counts.skipped, failed: 0, running: this.running.size, pending: 0 };
+    for (const step of this.graph.steps.values()) {
+      if (step.mandatory === "no") continue;
+      counts.total++;
+      if (step.state === "succeeded") counts.succeeded++;
+      else if (step.state === "failed") counts.failed++;
+      else if (step.state !== "running") counts.pending++;
+    }
+    const pools = [...this.graph.pools].map(([name, def]) => ({
+      name,
+      size: def.size,
+      running: this.scheduler.runningIn(name),
+      queued: this.scheduler.queuedIn(name),
+    }));
+    return { kind: "progress", counts, pools, workers: this.opts.workers };
+  }
+
   /** A running step declares more about itself. Answers whether it may go on. */
   private amend(key: string | null, args: unknown): { keepGoing: boolean; missing: string[] } {
     const step = key === null ? undefined : this.graph.steps.get(key);
@@ -618,6 +651,18 @@ export class Session implements RpcHandler {
 
   // ----------------------------------------------------------------------------------------
 
+  /**
+   * Start nothing new, but keep deciding what could run (skips go on); the phase ends once the
+   * running steps have finished. Used by the keys d (drain) and q (shut down).
+   */
+  drain(): void {
+    this.draining = true;
+    this.scheduler.held = true;
+    this.schedulePump();
+  }
+
+  draining = false;
+
   /** Stop starting new work (Ctrl-C, SIGTERM): queued and ready steps stay pending. */
   stop(): void {
     this.stopping = true;
@@ -632,7 +677,7 @@ export class Session implements RpcHandler {
 }
 
 export interface StatusReport {
-  phase: "run" | "stopping";
+  phase: "run" | "stopping" | "watch" | "exiting";
   running: Array<{ command: string; workdir: string; pool: string | null; seconds: number }>;
   pools: Array<{ name: string; size: number; running: number; queued: number }>;
   counts: { executed: number; skipped: number; succeeded: number; failed: number; pending: number; running: number };

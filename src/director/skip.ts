@@ -41,11 +41,6 @@ export function checkSkip(
     return { skip: false, reasons: [record ? line("No fingerprint", "the previous run of this step did not succeed") : line("New step", "no earlier run recorded")], same: [] };
   }
   const reasons: string[] = [];
-  // Static files the step declared are replayed when it is skipped; if one vanished, the step
-  // must run so that its own code reports the problem where it declares the file.
-  for (const path of record.statics) {
-    if (files.hash(path).kind !== "ok") reasons.push(line("Missing static", `${path} (declared by this step)`));
-  }
   const globReason = globChange(step);
   if (globReason) reasons.push(globReason);
   const inputs: Array<[string, FileHash]> = [];

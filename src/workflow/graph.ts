@@ -42,10 +42,15 @@ export class FileNode {
   declarer: StepNode | null = null;
   /** Steps that cannot start before this file is available. */
   readonly consumers: StepNode[] = [];
+  /**
+   * A static file that a skipped step declared before but that is gone now. It stays declared
+   * (so nothing else can claim the path) and its consumers wait until it is back.
+   */
+  absent = false;
   constructor(readonly path: string) {}
 
   get available(): boolean {
-    return this.state === "static" || this.state === "built";
+    return (this.state === "static" && !this.absent) || this.state === "built";
   }
 }
 
@@ -161,7 +166,13 @@ export class Graph {
    * `recordAsProduct` is false for files a deferred glob declares on use: they are not part of
    * what the declaring step replays.
    */
-  declareStatic(declarer: StepNode | null, paths: string[], recordAsProduct = true): Outcome<void> {
+  declareStatic(
+    declarer: StepNode | null,
+    paths: string[],
+    recordAsProduct = true,
+    /** Paths among `paths` (or their parents) that do not exist: declared, but not available. */
+    absent?: ReadonlySet<string>,
+  ): Outcome<void> {
     // Validate everything first: the parents too, since they will be declared implicitly.
     const toDeclare: string[] = [];
     const seen = new Set<string>();
@@ -175,7 +186,8 @@ export class Graph {
         if (seen.has(p)) continue;
         seen.add(p);
         const node = this.files.get(p);
-        if (node?.state === "static") continue;
+        // Declared again: nothing to do, unless it was absent and is now known to exist.
+        if (node?.state === "static" && !(node.absent && !absent?.has(p))) continue;
         if (node?.producer) {
           const what = p === path ? p : `${path} lies in ${p}, which`;
           return fail(
@@ -189,7 +201,11 @@ export class Graph {
       const node = this.fileNode(p);
       node.state = "static";
       node.declarer = declarer;
-      this.release(node);
+      if (absent?.has(p)) node.absent = true;
+      else {
+        node.absent = false;
+        this.release(node);
+      }
     }
     if (declarer && recordAsProduct) declarer.products.statics.push(...paths);
     return { ok: true, value: undefined };
