@@ -283,6 +283,14 @@ export class Controller {
       case "shutdown":
         return new Promise((resolve) => {
           this.exitWaiters.push((summary) => resolve({ summary }));
+          const running = this.phase === "run";
+          this.opts.sink.emit({
+            kind: "keyboard",
+            message:
+              method === "join"
+                ? `${running ? "Finishing the current run, then exiting" : "Exiting"} (tsup join)`
+                : `${running ? "Shutting down: running steps finish, nothing new starts" : "Shutting down"} (tsup shutdown)`,
+          });
           if (method === "join") this.join();
           else this.shutdown();
         });

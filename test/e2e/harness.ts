@@ -105,3 +105,70 @@ export function withAction(result: RunResult, action: string): string[] {
 export function show(result: RunResult): string {
   return `exit ${result.code}\n--- stdout\n${result.stdout}\n--- stderr\n${result.stderr}`;
 }
+
+/** A tsup left running in the background (watch mode), driven with the control subcommands. */
+export interface Background {
+  child: ChildProcess;
+  /** Everything it printed so far. */
+  output(): string;
+  /** Report lines printed after `mark` (a length of output() taken earlier). */
+  linesSince(mark: number): Array<[string, string]>;
+  /** Run `tsup <args>` (a control subcommand) in the same folder. */
+  control(...args: string[]): Promise<RunResult>;
+  /** Resolves with the exit of the background tsup. */
+  done: Promise<RunResult>;
+  /** Wait until output() matches `pattern` (polling), or fail with the output. */
+  waitFor(pattern: RegExp, timeoutMs?: number): Promise<void>;
+}
+
+export function startTsup(dir: string, args: string[] = ["-w2"], env: Record<string, string> = {}): Background {
+  let stdout = "";
+  let stderr = "";
+  const started = Date.now();
+  const child = spawn(process.execPath, [BIN, ...args], {
+    cwd: dir,
+    env: { ...process.env, CI: "true", FORCE_COLOR: "", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  child.stdout!.on("data", (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
+  const done = new Promise<RunResult>((resolvePromise) => {
+    child.on("close", (code, signal) =>
+      resolvePromise({ code, signal, stdout, stderr, lines: parseLines(stdout), ms: Date.now() - started }),
+    );
+  });
+  // A test that fails half-way must not leave a tsup watching forever.
+  after(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+  });
+  return {
+    child,
+    output: () => stdout,
+    linesSince: (mark) => parseLines(stdout.slice(mark)),
+    control: async (...a) => {
+      // `tsup &` then `tsup wait` races with the director writing .stepup/director.json.
+      const until = Date.now() + 20000;
+      for (;;) {
+        let pid: number | undefined;
+        try {
+          pid = (JSON.parse(readFileSync(join(dir, ".stepup", "director.json"), "utf8")) as { pid: number }).pid;
+        } catch {
+          pid = undefined;
+        }
+        if (pid === child.pid || child.exitCode !== null || Date.now() > until) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      return tsup(dir, a, { timeoutMs: 30000 });
+    },
+    done,
+    async waitFor(pattern, timeoutMs = 20000) {
+      const until = Date.now() + timeoutMs;
+      while (!pattern.test(stdout)) {
+        if (Date.now() > until || child.exitCode !== null) {
+          throw new Error(`waited in vain for ${pattern}\n--- stdout\n${stdout}\n--- stderr\n${stderr}`);
+        }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    },
+  };
+}
