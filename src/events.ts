@@ -19,6 +19,7 @@ export interface StepRef {
 export type StepCounts = {
   /** Steps that are mandatory (or implied) and known so far. */
   total: number;
+  /** Executed with success in this phase (skipped steps are counted in `skipped` only). */
   succeeded: number;
   skipped: number;
   failed: number;

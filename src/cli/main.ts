@@ -13,7 +13,7 @@ import { runAct } from "./act.js";
 import { CONTROL_COMMANDS, runControl } from "./control.js";
 import type { Controller } from "../director/controller.js";
 import { readKeys } from "../tui/keys.js";
-import { startTui, type Tui } from "../tui/start.js";
+import type { Tui } from "../tui/start.js";
 import { parseWorkers } from "./workers-option.js";
 
 interface BuildFlags {
@@ -148,6 +148,8 @@ async function main(argv: string[]): Promise<number> {
   let stopKeys: (() => void) | undefined;
   let sink: EventSink;
   if (useTui) {
+    // ink and react take about half a second to load: only when the live view is used.
+    const { startTui } = await import("../tui/start.js");
     tui = startTui({
       stdout: process.stdout,
       stdin: process.stdin,

@@ -548,11 +548,15 @@ export class Session implements RpcHandler {
 
   /** Counts and pool occupancy for the live view. Walks all steps: call a few times a second at most. */
   progress(): Extract<TsupEvent, { kind: "progress" }> {
-    const counts: StepCounts = { total: 0, succeeded: 0, skipped: this.counts.skipped, failed: 0, running: this.running.size, pending: 0 };
+    const counts: StepCounts = { total: 0, succeeded: 0, skipped: 0, failed: 0, running: this.running.size, pending: 0 };
     for (const step of this.graph.steps.values()) {
       if (step.mandatory === "no") continue;
       counts.total++;
-      if (step.state === "succeeded") counts.succeeded++;
+      // succeeded: executed with success; skipped ones are counted apart.
+      if (step.state === "succeeded") {
+        if (step.replayed) counts.skipped++;
+        else counts.succeeded++;
+      }
       else if (step.state === "failed") counts.failed++;
       else if (step.state !== "running") counts.pending++;
     }

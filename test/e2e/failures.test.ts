@@ -52,18 +52,23 @@ step("echo independent > \${out}", { out: "independent.txt" });
     assert.match(r.stdout, /─ Expected outputs not created ─+\npromised\.txt/);
   });
 
-  test("a static input deleted between runs makes its step fail with a clear message", async () => {
+  test("a static input deleted between runs makes its consumers wait, naming the file", async () => {
     const p = fresh({
       "plan.ts": `${imports}declareStatic("in.txt");\nstep("cat \${inp}", { inp: "in.txt" });\n`,
       "in.txt": "x\n",
     });
     assert.equal((await tsup(p.dir)).code, 0);
     rmSync(p.path("in.txt"));
-    // The plan that declared it is not skipped (StepUp bug 8): it reports the missing file itself.
+    // StepUp bug 8 replayed the consumer and failed it with "Invalid inputs". Here the plan is
+    // unchanged and skipped; the file stays declared, and its consumer waits for it.
     const r = await tsup(p.dir);
-    assert.equal(r.code, 3, show(r));
-    assert.ok(withAction(r, "START").includes("./plan.ts"), show(r));
-    assert.match(r.stdout, /plan\.ts:2:1: error: static path does not exist: in\.txt/);
+    assert.equal(r.code, 5, show(r));
+    assert.deepEqual(withAction(r, "START"), [], show(r));
+    assert.match(r.stdout, /MISSING {2}in\.txt {2}declared static by \.\/plan\.ts, but it does not exist/);
+    p.write("in.txt", "x\n");
+    const back = await tsup(p.dir);
+    assert.equal(back.code, 0, show(back));
+    assert.deepEqual(withAction(back, "START"), [], "same content as before: nothing reruns");
   });
 });
 
