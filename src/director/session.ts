@@ -92,7 +92,9 @@ export class Session implements RpcHandler {
 
   /** Declare the boot plan: the root's static plan file and the step that runs it. */
   boot(): void {
-    const declared = this.graph.declareStatic(null, [this.opts.planFile]);
+    // A plan deleted while watching: the boot plan waits for it (and says so) instead of failing.
+    const absent = this.files.hash(this.opts.planFile).kind === "ok" ? undefined : new Set([this.opts.planFile]);
+    const declared = this.graph.declareStatic(null, [this.opts.planFile], true, absent);
     if (!declared.ok) throw new Error(declared.error);
     const booted = this.define(null, {
       command: `./${this.opts.planFile}`,

@@ -128,6 +128,29 @@ step("cat b.txt > b.out", { inp: "b.txt", out: "b.out" });
     assert.equal((await bg.done).code, 0);
   });
 
+  test("a deleted plan.ts leaves the plan waiting and cleans nothing; restoring it reruns only the plan", async () => {
+    const p = fresh({ "plan.ts": `${imports}step("echo x > x.txt", { out: "x.txt" });\n` });
+    const bg = startTsup(p.dir);
+    await ok(bg.control("wait"));
+    const plan = p.read("plan.ts");
+    let mark = bg.output().length;
+    rmSync(p.path("plan.ts"));
+    await ok(bg.control("watch-delete", "plan.ts"));
+    await ok(bg.control("run"));
+    await ok(bg.control("wait"));
+    assert.match(bg.output().slice(mark), /MISSING {2}plan\.ts {2}declared static by the root/);
+    assert.ok(existsSync(p.path("x.txt")), "nothing is cleaned while the plan is missing");
+    mark = bg.output().length;
+    p.write("plan.ts", plan);
+    await ok(bg.control("watch-update", "plan.ts"));
+    await ok(bg.control("run"));
+    await ok(bg.control("wait"));
+    // The plan runs again (what it declared was not replayed while it waited); its step is skipped.
+    assert.deepEqual(startedSince(bg, mark), ["./plan.ts"], bg.output());
+    assert.match(bg.output().slice(mark), /DIRECTOR │ 1 executed, 1 skipped, 0 failed, 0 pending/);
+    await ok(bg.control("join"));
+  });
+
   test("a glob match created and deleted within one watch phase does not upset anything (StepUp bug 7)", async () => {
     const p = fresh({ "plan.ts": `${imports}for (const f of glob("inp*.txt")) step(\`cat \${f}\`, { inp: f });\n` });
     const bg = startTsup(p.dir);
