@@ -222,6 +222,8 @@ async function main(argv: string[]): Promise<number> {
     return EXIT.usage;
   }
   if (signalled) return signalled === "SIGINT" ? EXIT.interrupted : EXIT.terminated;
+  // Ctrl-C and a second q arrive as keys in raw mode, not as signals.
+  if (outcome.interrupted) return EXIT.interrupted;
   return exitCodeFor(outcome.summary, outcome.internalError);
 }
 

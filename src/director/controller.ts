@@ -237,6 +237,8 @@ export class Controller {
     this.restartRequested = undefined;
     this.quitLevel++;
     if (this.phase !== "run") {
+      // Nothing runs, so nothing is interrupted: like q.
+      say("Exiting");
       this.leaveWatch({ kind: "exit" });
       return;
     }
