@@ -49,11 +49,13 @@ export async function openState(stepupDir: string, sink: EventSink): Promise<Ope
         });
       }
     }
-    if (loaded.warning && read.entries.length > 0) {
+    if (loaded.warning) {
       // Without the file it extends, the journal cannot be checked against anything.
-      const copy = await keepCopy(file);
-      const note = `The journal ${file} extends that file, so it was ignored too` + (copy ? ` (kept as ${copy}).` : ".");
-      warning = { ...loaded.warning, details: `${loaded.warning.details}\n${note}` };
+      if (read.entries.length > 0) {
+        const copy = await keepCopy(file);
+        const note = `The journal ${file} extends that file, so it was ignored too` + (copy ? ` (kept as ${copy}).` : ".");
+        warning = { ...loaded.warning, details: `${loaded.warning.details}\n${note}` };
+      }
     } else if (read.problem !== undefined && (extendsThisFile || read.generation === null)) {
       warning = await journalWarning(file, read.problem, extendsThisFile ? read.entries.length : 0);
     }
@@ -93,11 +95,6 @@ export class StepJournal {
   ) {
     this.file = join(stepupDir, JOURNAL_FILE);
     if (isGeneration(generation)) this.writer = new JournalWriter(this.file, generation);
-  }
-
-  /** Entries written since the last save. */
-  get pending(): number {
-    return this.writer?.count ?? 0;
   }
 
   /** Record a step that just succeeded. Must be called before its SUCCESS is reported. */

@@ -10,6 +10,9 @@
 //   unpacking a JS array of two million numbers costs more, and its garbage triggers full
 //   collections of a heap that already holds the whole workflow.
 // - `poolSizes`: the size of every pool the steps defined, in step order (any finite number).
+// - `generation` (optional): 32 hex digits, new with every save by the director. The journal of
+//   finished steps (journal.ts) names the generation it extends, so a journal left over from an
+//   earlier file is never applied to a later one.
 // - `raw`, always the last field: per file size, mtime, inode (float64), then every file digest,
 //   then per fingerprint its two digests and the short hashes. These bytes barely compress, yet
 //   xz's encoder is slowest on exactly such data (measured here: ~7 MB/s on random bytes versus
@@ -28,6 +31,7 @@ import { copyFile, mkdir, open, readFile, rename, unlink } from "node:fs/promise
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import { Packr, Unpackr } from "msgpackr";
+import { isGeneration } from "./journal.js";
 import {
   DIR_DIGEST,
   emptyState,
@@ -91,6 +95,8 @@ export interface LoadResult {
   warning?: LoadWarning;
   /** True only when a saved state was read and fully validated. */
   loaded: boolean;
+  /** The file's generation id, when it has one (see the top of this module). */
+  generation?: string;
 }
 
 const FLAG_ORPHAN = 1;
@@ -298,7 +304,7 @@ class Encoder {
  * The msgpack document in two parts: `head` is everything up to and including the header of
  * `raw`'s binary value, so that head followed by raw is the complete document.
  */
-function encode(state: SavedState): { head: Buffer; raw: Buffer } {
+function encode(state: SavedState, generation?: string): { head: Buffer; raw: Buffer } {
   const enc = new Encoder(state);
   const files = enc.files(state.files);
   const n = state.steps.length;
@@ -313,6 +319,10 @@ function encode(state: SavedState): { head: Buffer; raw: Buffer } {
     ["poolSizes", enc.poolSizes],
     ["steps", enc.tokens.buf.subarray(0, enc.tokens.pos)],
   ];
+  if (generation !== undefined) {
+    if (!isGeneration(generation)) invalid(`generation ${JSON.stringify(generation)} is not 32 hex digits`);
+    fields.push(["generation", generation]);
+  }
   // The map framing is written here so that `raw` never has to be copied through msgpackr:
   // a fixmap header (at most 15 entries), then each key and value as msgpackr encodes them,
   // then the key "raw" and a bin32 header whose body is `raw` itself.
@@ -401,8 +411,8 @@ export function writeStoredXz(data: Buffer): Buffer[] {
 }
 
 /** The complete file contents for a state, as a list of buffers to write in order. */
-export async function encodeFile(state: SavedState): Promise<Buffer[]> {
-  const { head, raw } = encode(state);
+export async function encodeFile(state: SavedState, generation?: string): Promise<Buffer[]> {
+  const { head, raw } = encode(state, generation);
   const compressed = await lzma.compress(head, { preset: XZ_PRESET, threads: XZ_THREADS });
   return [compressed, ...writeStoredXz(raw)];
 }
@@ -410,9 +420,10 @@ export async function encodeFile(state: SavedState): Promise<Buffer[]> {
 /**
  * Write the state atomically: a reader (or a crash) sees either the old file or the new one,
  * never a half-written file. Throws on I/O errors (disk full, permissions) and on invalid state.
+ * `generation` ties a journal to this file (the director passes a new one with every save).
  */
-export async function saveState(stepupDir: string, state: SavedState): Promise<void> {
-  const parts = await encodeFile(state);
+export async function saveState(stepupDir: string, state: SavedState, generation?: string): Promise<void> {
+  const parts = await encodeFile(state, generation);
   await mkdir(stepupDir, { recursive: true });
   const target = join(stepupDir, STATE_FILE);
   // Same directory as the target, so that rename() is atomic (no cross-device move).
@@ -690,6 +701,10 @@ class Reader {
  * anything unexpected; exported for tests and benchmarks (loadState is the safe entry point).
  */
 export function decodeState(packed: Buffer): SavedState {
+  return decodeDocument(packed).state;
+}
+
+function decodeDocument(packed: Buffer): { state: SavedState; generation?: string } {
   let top: unknown;
   try {
     top = new Unpackr({ useRecords: false, mapsAsObjects: true }).unpack(packed);
@@ -718,7 +733,10 @@ export function decodeState(packed: Buffer): SavedState {
   const steps = new Array<SavedStep>(stepCount);
   for (let i = 0; i < stepCount; i++) steps[i] = r.step(i, stepCount);
   r.finish();
-  return { files, steps };
+  const generation = t["generation"];
+  if (generation === undefined) return { state: { files, steps } };
+  if (!isGeneration(generation)) corrupt("generation: expected 32 hex digits");
+  return { state: { files, steps }, generation };
 }
 
 function errorText(e: unknown): string {
@@ -732,7 +750,7 @@ function timestamp(d: Date): string {
 }
 
 /** Keep the bad file for a bug report, under a name no later failure overwrites. */
-async function keepCopy(file: string): Promise<string | undefined> {
+export async function keepCopy(file: string): Promise<string | undefined> {
   const base = `${file}.bad-${timestamp(new Date())}`;
   for (let n = 0; n < 100; n++) {
     const name = n === 0 ? base : `${base}-${n}`;
@@ -770,7 +788,10 @@ export async function loadState(stepupDir: string): Promise<LoadResult> {
     } catch (e) {
       corrupt(`xz data is damaged or truncated (${errorText(e)})`);
     }
-    return { state: decodeState(packed), loaded: true };
+    const doc = decodeDocument(packed);
+    const result: LoadResult = { state: doc.state, loaded: true };
+    if (doc.generation !== undefined) result.generation = doc.generation;
+    return result;
   } catch (e) {
     // Anything else thrown while decoding (a bug, or an exotic msgpack value) is treated the
     // same way: this file cannot be trusted.
@@ -780,7 +801,7 @@ export async function loadState(stepupDir: string): Promise<LoadResult> {
   const details =
     `${file}: ${reason}.\n` +
     (keptCopy !== undefined ? `The unreadable file was kept as ${keptCopy}.\n` : "") +
-    "All steps will run again; the file is replaced at the end of this run.";
+    "All steps will run again; the file is replaced by a new one.";
   const warning: LoadWarning = { message: `Ignoring unreadable saved workflow ${file}: ${reason}`, details };
   if (keptCopy !== undefined) warning.keptCopy = keptCopy;
   return { state: emptyState(), warning, loaded: false };

@@ -13,7 +13,11 @@ const opts = JSON.parse(arg) as WorkerOptions;
 const worker = new Worker(opts, {
   send(msg) {
     try {
-      process.send!(msg);
+      // With a callback, a failed write (EPIPE: the director was killed) is reported here
+      // instead of as an unhandled 'error' event with a stack trace.
+      process.send!(msg, undefined, undefined, (err: Error | null) => {
+        if (err) worker.abort(1);
+      });
     } catch {
       // ERR_IPC_CHANNEL_CLOSED: the director is gone; 'disconnect' does the cleanup.
       worker.abort(1);

@@ -1,0 +1,298 @@
+// End-to-end: crash safety. tsup is killed with SIGKILL at random moments (fixed seed); no later
+// run may execute again a step that reported SUCCESS (unless its inputs changed since), and no
+// run may skip a step whose outputs are stale. Then damaged state and journal files.
+import assert from "node:assert/strict";
+import { cpSync, existsSync, readdirSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
+import { before, describe, test } from "node:test";
+import { freshProjects, show, tsup, withAction, type Project, type RunResult } from "./harness.js";
+
+const fresh = freshProjects();
+
+/** mulberry32: a tiny seeded PRNG, so that a failure can be replayed exactly. */
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const N = 80;
+const GROUP = 10;
+
+/** A boot plan with chains and fan-in, and a sub-plan: 2 plans and 208 cheap steps. */
+const files: Record<string, string> = {
+  "plan.ts": `import { declareStatic, plan, step } from "tsup-flow";
+const N = ${N};
+declareStatic(...Array.from({ length: N }, (_, i) => \`in/\${i}.txt\`));
+for (let i = 0; i < N; i++) {
+  step(\`cp in/\${i}.txt a\${i}.txt\`, { inp: \`in/\${i}.txt\`, out: \`a\${i}.txt\` });
+  step(\`sed s/^/b/ a\${i}.txt > b\${i}.txt\`, { inp: \`a\${i}.txt\`, out: \`b\${i}.txt\` });
+}
+for (let g = 0; g < N / ${GROUP}; g++) {
+  const parts = Array.from({ length: ${GROUP} }, (_, k) => \`b\${g * ${GROUP} + k}.txt\`);
+  step(\`cat \${parts.join(" ")} > sum\${g}.txt\`, { inp: parts, out: \`sum\${g}.txt\` });
+}
+plan("sub");
+`,
+  "sub/plan.ts": `import { step } from "tsup-flow";
+for (let i = 0; i < ${N}; i += 2) step(\`sed s/^/x/ ../in/\${i}.txt > x\${i}.txt\`, { inp: \`../in/\${i}.txt\`, out: \`x\${i}.txt\` });
+`,
+};
+for (let i = 0; i < N; i++) files[`in/${i}.txt`] = `line ${i}\n`;
+
+const aStep = (i: number): string => `cp in/${i}.txt a${i}.txt`;
+const bStep = (i: number): string => `sed s/^/b/ a${i}.txt > b${i}.txt`;
+const sumStep = (g: number): string =>
+  `cat ${Array.from({ length: GROUP }, (_, k) => `b${g * GROUP + k}.txt`).join(" ")} > sum${g}.txt`;
+const xStep = (i: number): string => `sed s/^/x/ ../in/${i}.txt > x${i}.txt  # wd=sub/`;
+
+/** The steps whose result depends on in/i.txt. */
+function dependents(i: number): string[] {
+  const out = [aStep(i), bStep(i), sumStep(Math.floor(i / GROUP))];
+  if (i % 2 === 0) out.push(xStep(i));
+  return out;
+}
+
+/** Every output must be exactly what its command makes of the inputs as they are now. */
+function checkOutputs(p: Project): void {
+  const input = (i: number): string => p.read(`in/${i}.txt`);
+  const prefix = (c: string, text: string): string => text.replace(/^(?=.)/gm, c);
+  for (let i = 0; i < N; i++) {
+    assert.equal(p.read(`a${i}.txt`), input(i), `a${i}.txt`);
+    assert.equal(p.read(`b${i}.txt`), prefix("b", input(i)), `b${i}.txt`);
+    if (i % 2 === 0) assert.equal(p.read(`sub/x${i}.txt`), prefix("x", input(i)), `sub/x${i}.txt`);
+  }
+  for (let g = 0; g < N / GROUP; g++) {
+    let expected = "";
+    for (let k = 0; k < GROUP; k++) expected += prefix("b", input(g * GROUP + k));
+    assert.equal(p.read(`sum${g}.txt`), expected, `sum${g}.txt`);
+  }
+}
+
+/** No JavaScript stack trace may reach the user, whatever state the files are in. */
+function noStackTrace(r: RunResult): void {
+  assert.doesNotMatch(r.stdout + r.stderr, /^\s+at .+:\d+:\d+\)?$/m, show(r));
+}
+
+/**
+ * Run tsup and SIGKILL it: after `afterSuccesses` SUCCESS lines, or `afterMs` after the start,
+ * whichever comes first (a run that ends before either is not killed).
+ */
+function killedRun(p: Project, afterSuccesses: number, afterMs: number): Promise<RunResult> {
+  return tsup(p.dir, ["-n", "-w2"], {
+    timeoutMs: 60_000,
+    onSpawn: (child) => {
+      let seen = 0;
+      const kill = (): void => {
+        clearTimeout(timer);
+        child.kill("SIGKILL");
+      };
+      const timer = setTimeout(kill, afterMs);
+      let partial = "";
+      child.stdout!.on("data", (d: Buffer) => {
+        const lines = (partial + d.toString()).split("\n");
+        partial = lines.pop()!;
+        for (const line of lines) if (/^\s*SUCCESS │ /.test(line) && ++seen >= afterSuccesses) kill();
+      });
+      child.on("exit", () => clearTimeout(timer));
+    },
+  });
+}
+
+/** A run that was not killed reached every step: each one known to be done must be a SKIP. */
+function allSkipped(r: RunResult, done: Set<string>, where: string): void {
+  const skipped = new Set(withAction(r, "SKIP"));
+  const missing = [...done].filter((c) => !skipped.has(c));
+  assert.deepEqual(missing, [], `${where}: finished steps were not skipped\n${show(r)}`);
+}
+
+const pause = (ms: number): Promise<void> => new Promise((res) => setTimeout(res, ms));
+
+describe("crash safety", () => {
+  test("SIGKILL at random moments never loses finished work and never skips a stale step", { timeout: 180_000 }, async () => {
+    const p = fresh(files);
+    const rand = mulberry32(0x7e5a9);
+    /** Steps known to have finished with the inputs as they are now. */
+    const done = new Set<string>();
+    let edits = 0;
+    let kills = 0;
+    let recovered = 0;
+    const iterations = 24;
+    for (let iter = 0; iter < iterations; iter++) {
+      // Half of the kills after some SUCCESS lines, half after a delay that may land anywhere:
+      // while loading, compacting the journal, booting, running, or saving at the end.
+      const bySuccess = rand() < 0.5;
+      const afterSuccesses = bySuccess ? 1 + Math.floor(rand() * 40) : Number.POSITIVE_INFINITY;
+      const afterMs = bySuccess ? 60_000 : Math.floor(rand() * 1500);
+      const r = await killedRun(p, afterSuccesses, afterMs);
+      const where = `iteration ${iter} (kill after ${bySuccess ? `${afterSuccesses} successes` : `${afterMs} ms`})`;
+      if (r.signal === "SIGKILL") kills++;
+      else {
+        assert.equal(r.code, 0, `${where}\n${show(r)}`);
+        noStackTrace(r);
+      }
+      if (/Recovered \d+ finished steps? from/.test(r.stdout)) recovered++;
+      const rerun = withAction(r, "START").filter((c) => done.has(c));
+      assert.deepEqual(rerun, [], `${where}: steps that had finished ran again\n${show(r)}`);
+      if (r.signal !== "SIGKILL") allSkipped(r, done, where);
+      for (const c of [...withAction(r, "SUCCESS"), ...withAction(r, "SKIP")]) done.add(c);
+      // Let the workers of the killed director notice and stop their steps.
+      await pause(100);
+      // Edits keep work around for the later runs to be killed in.
+      if (rand() < 0.5) {
+        for (let k = 1 + Math.floor(rand() * 4); k > 0; k--) {
+          const i = Math.floor(rand() * N);
+          edits++;
+          p.write(`in/${i}.txt`, `line ${i} edit ${edits}\n`);
+          for (const c of dependents(i)) done.delete(c);
+        }
+      }
+    }
+    console.log(`${kills} runs killed, ${recovered} runs recovered finished steps from the journal, ${edits} inputs edited`);
+    assert.ok(kills >= 5, `only ${kills} runs were killed`);
+    assert.ok(recovered > 0, "no run recovered finished steps from the journal");
+    const last = await tsup(p.dir);
+    assert.equal(last.code, 0, show(last));
+    noStackTrace(last);
+    assert.deepEqual(withAction(last, "START").filter((c) => done.has(c)), [], show(last));
+    allSkipped(last, done, "last run");
+    checkOutputs(p);
+    const noop = await tsup(p.dir);
+    assert.deepEqual(withAction(noop, "START"), [], show(noop));
+    assert.ok(!existsSync(p.path(".stepup/workflow.journal")), "the journal is folded in at the end");
+  });
+});
+
+describe("damaged state and journal files", () => {
+  const small: Record<string, string> = {
+    "plan.ts": `import { declareStatic, step } from "tsup-flow";
+declareStatic(...Array.from({ length: 30 }, (_, i) => \`in/\${i}.txt\`));
+for (let i = 0; i < 30; i++) step(\`sed s/^/y/ in/\${i}.txt > y\${i}.txt\`, { inp: \`in/\${i}.txt\`, out: \`y\${i}.txt\` });
+`,
+  };
+  for (let i = 0; i < 30; i++) small[`in/${i}.txt`] = `input ${i}\n`;
+  const check = (p: Project): void => {
+    for (let i = 0; i < 30; i++) assert.equal(p.read(`y${i}.txt`), `yinput ${i}${i % 3 === 0 ? " changed" : ""}\n`, `y${i}.txt`);
+  };
+  const journal = (p: Project): string => p.path(".stepup/workflow.journal");
+  const state = (p: Project): string => p.path(".stepup/workflow.mpk.xz");
+
+  // Made once and copied for each case: a project killed after 4 successes, with inputs changed
+  // since its last complete run (so the journal holds entries), and the same project completed.
+  let killed: Project;
+  let completed: Project;
+  before(async () => {
+    killed = fresh(small);
+    assert.equal((await tsup(killed.dir)).code, 0);
+    for (let i = 0; i < 30; i += 3) killed.write(`in/${i}.txt`, `input ${i} changed\n`);
+    const r = await killedRun(killed, 4, 60_000);
+    assert.equal(r.signal, "SIGKILL", show(r));
+    await pause(100);
+    assert.ok(existsSync(journal(killed)), "a killed run leaves its journal");
+    completed = fresh();
+    cpSync(killed.dir, completed.dir, { recursive: true });
+    assert.equal((await tsup(completed.dir)).code, 0);
+  });
+  const copyOf = (template: Project): Project => {
+    const p = fresh();
+    cpSync(template.dir, p.dir, { recursive: true });
+    return p;
+  };
+  const interrupted = (): Project => copyOf(killed);
+
+  /** The run after the damage: warns (or not), never a stack trace, correct outputs, then clean. */
+  async function recovers(p: Project, warning: RegExp | null): Promise<RunResult> {
+    const r = await tsup(p.dir);
+    assert.equal(r.code, 0, show(r));
+    noStackTrace(r);
+    const warnings = withAction(r, "WARNING");
+    if (warning) assert.ok(warnings.some((w) => warning.test(w)), `expected a warning ${warning}\n${show(r)}`);
+    else assert.deepEqual(warnings, [], show(r));
+    check(p);
+    const again = await tsup(p.dir);
+    assert.deepEqual(withAction(again, "START"), [], show(again));
+    assert.deepEqual(withAction(again, "WARNING"), [], show(again));
+    return r;
+  }
+
+  const badCopies = (p: Project, name: string): string[] =>
+    readdirSync(p.path(".stepup")).filter((f) => f.startsWith(`${name}.bad-`));
+
+  test("an intact journal: the finished steps are skipped", async () => {
+    const p = interrupted();
+    const r = await recovers(p, null);
+    assert.match(r.stdout, /WORKFLOW │ Recovered \d+ finished steps? from \.stepup\/workflow\.journal/);
+    // The run was killed after 4 of the changed steps reported SUCCESS: those 4 at least skip.
+    const changed = (c: string): boolean => Number(/^sed s\/\^\/y\/ in\/(\d+)\.txt/.exec(c)?.[1] ?? 1) % 3 === 0;
+    assert.ok(withAction(r, "SKIP").filter(changed).length >= 4, show(r));
+  });
+
+  test("a journal cut inside its last entry", async () => {
+    const p = interrupted();
+    const size = readFileSync(journal(p)).length;
+    truncateSync(journal(p), size - 7);
+    const r = await recovers(p, /Ignoring the unreadable part of .*workflow\.journal: entry \d+ \(byte \d+\) is incomplete/);
+    assert.equal(badCopies(p, "workflow.journal").length, 1);
+    assert.match(r.stdout, /Recovered \d+ finished steps?/);
+  });
+
+  test("garbage in the middle of the journal", async () => {
+    const p = interrupted();
+    const b = readFileSync(journal(p));
+    b.fill(0x5a, Math.floor(b.length / 2), Math.floor(b.length / 2) + 40);
+    writeFileSync(journal(p), b);
+    await recovers(p, /Ignoring the unreadable part of .*workflow\.journal: entry \d+ \(byte \d+\) is (damaged|incomplete)/);
+    assert.equal(badCopies(p, "workflow.journal").length, 1);
+  });
+
+  test("a journal that is not one, and an empty one", async () => {
+    const p = interrupted();
+    writeFileSync(journal(p), "these are not the bytes you are looking for\n");
+    await recovers(p, /Ignoring the unreadable part of .*workflow\.journal: not a tsup journal/);
+    const q = interrupted();
+    writeFileSync(journal(q), "");
+    await recovers(q, null);
+  });
+
+  test("a damaged journal header", async () => {
+    const p = interrupted();
+    const b = readFileSync(journal(p));
+    b[12]! ^= 0xff;
+    writeFileSync(journal(p), b);
+    await recovers(p, /workflow\.journal: the header is damaged/);
+  });
+
+  test("a leftover journal of an earlier state file is ignored without a word", async () => {
+    const p = interrupted();
+    const old = readFileSync(journal(p));
+    // Fold it in and finish; then put the old journal back, as if deleting it had failed.
+    assert.equal((await tsup(p.dir)).code, 0);
+    writeFileSync(journal(p), old);
+    const r = await recovers(p, null);
+    assert.doesNotMatch(r.stdout, /Recovered/);
+  });
+
+  test("a truncated state file with a journal: both set aside, everything runs again", async () => {
+    const p = interrupted();
+    const b = readFileSync(state(p));
+    writeFileSync(state(p), b.subarray(0, Math.floor(b.length / 2)));
+    const r = await recovers(p, /Ignoring unreadable saved workflow .*workflow\.mpk\.xz/);
+    assert.match(r.stdout, /journal .*workflow\.journal extends that file, so it was ignored too/);
+    assert.equal(badCopies(p, "workflow.mpk.xz").length, 1);
+    assert.equal(badCopies(p, "workflow.journal").length, 1);
+    assert.equal(withAction(r, "SKIP").length, 0, show(r));
+  });
+
+  test("a state file of garbage, and one cut to a few bytes, without a journal", async () => {
+    for (const damage of [(b: Buffer) => Buffer.from(b.map((x, i) => (x * 7 + i) & 0xff)), (b: Buffer) => b.subarray(0, 12)]) {
+      const p = copyOf(completed);
+      writeFileSync(state(p), damage(readFileSync(state(p))));
+      await recovers(p, /Ignoring unreadable saved workflow/);
+      assert.equal(badCopies(p, "workflow.mpk.xz").length, 1);
+    }
+  });
+});
