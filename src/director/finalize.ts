@@ -206,7 +206,7 @@ export function stateToSave(session: Session, complete: boolean): SavedState {
   return { files, steps };
 }
 
-/** The record of one live step; also what the journal (checkpoint.ts) writes when a step succeeds. */
+/** The record of one live step; also what the journal (persistence.ts) writes when a step succeeds. */
 export function savedStep(step: StepNode, creator: number, definedStepsBefore: boolean): SavedStep {
   let fingerprint = null;
   if (step.state === "succeeded") fingerprint = step.fingerprint;

@@ -14,7 +14,7 @@ import { parentPath } from "../paths.js";
 import { ChangeRecorder, entriesBelow } from "./changes.js";
 import { Controller, type RunMode } from "./controller.js";
 import { cleanObsoleteOutputs, stateToSave, summarize, type PhaseSummary, type StopReason } from "./finalize.js";
-import { openState, type StepJournal } from "./checkpoint.js";
+import { openState, type StepJournal } from "./persistence.js";
 import { Session } from "./session.js";
 
 export interface RunOptions {

@@ -42,7 +42,7 @@ export interface SessionOptions {
    * and only what actually runs is news.
    */
   quietSkips?: boolean;
-  /** Records every step that succeeds, for crash safety (director/checkpoint.ts). */
+  /** Records every step that succeeds, for crash safety (director/persistence.ts). */
   journal?: { succeeded(step: StepNode, files: FileTable): void };
   now(): number;
 }

@@ -2,7 +2,7 @@
 // state file. Every step that succeeds adds one entry before its SUCCESS is reported, so a
 // SIGKILL loses no finished work. The journal extends one particular state file: its header
 // carries that file's generation id (store.ts), and a journal of another generation is ignored.
-// The director folds the journal into the state file (director/checkpoint.ts) when a run starts
+// The director folds the journal into the state file (director/persistence.ts) when a run starts
 // with a non-empty journal, and at the end of every run.
 //
 // Layout (all integers little-endian):

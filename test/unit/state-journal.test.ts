@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { crc32 } from "node:zlib";
 import type { TsupEvent } from "../../src/events.js";
-import { openState } from "../../src/director/checkpoint.js";
+import { openState } from "../../src/director/persistence.js";
 import {
   applyJournal,
   encodeEntry,
