@@ -470,6 +470,8 @@ const KEEP_OUTPUT_BYTES = 1 << 20;
 function readOutput(path: string): string {
   let data: Buffer;
   try {
+    // Most steps print nothing: one stat() instead of open, fstat, read and close.
+    if (statSync(path, { throwIfNoEntry: false })?.size === 0) return "";
     data = readFileSync(path);
   } catch {
     return "";
