@@ -208,6 +208,7 @@ async function main(argv: string[]): Promise<number> {
       interactive,
       autoRerunMs: flags.auto ? flags.debounce : undefined,
       progressMs: tui ? 200 : undefined,
+      keys: tui !== undefined || stopKeys !== undefined,
       onController: (c) => {
         controller = c;
         for (const key of pendingKeys.splice(0)) c.key(key);

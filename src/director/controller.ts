@@ -34,6 +34,8 @@ export interface ControllerOptions {
   unwatched(): ReadonlySet<string>;
   /** Make the watcher watch exactly these directories. */
   watchDirectories(dirs: Set<string>): void;
+  /** Whether keys are read (a terminal on stdin); if not, the first watch phase says how to stop. */
+  keys: boolean;
 }
 
 export const KEYS_HELP = [
@@ -65,6 +67,7 @@ export class Controller {
   interrupted = false;
   private watchResolve: ((next: NextStep) => void) | undefined;
   private autoTimer: NodeJS.Timeout | undefined;
+  private hinted = false;
   private readonly watchWaiters: Array<(status: StatusReport | null) => void> = [];
   private readonly exitWaiters: Array<(summary: string) => void> = [];
   private readonly pathWaiters: Array<{ path: string; change: Change; resolve(v: unknown): void }> = [];
@@ -94,6 +97,14 @@ export class Controller {
     }
     this.phase = "watch";
     this.opts.sink.emit({ kind: "phase", phase: "watch" });
+    if (!this.opts.keys && !this.hinted) {
+      // Without a terminal nobody can press q: say how this ends (a CI job would wait forever).
+      this.hinted = true;
+      this.opts.sink.emit({
+        kind: "director",
+        message: "Watching for changes. Stop with `tsup shutdown` or Ctrl-C; use -n to build once and exit.",
+      });
+    }
     this.opts.recorder.beginWatch(this.session!.graph);
     this.opts.watchDirectories(this.opts.recorder.directoriesToWatch());
     for (const waiter of this.watchWaiters.splice(0)) waiter(this.status());

@@ -42,6 +42,8 @@ export interface RunOptions {
   autoRerunMs?: number;
   /** Emit `progress` events this often during run phases (for the terminal UI). */
   progressMs?: number;
+  /** Whether the CLI reads keys (for the hint on how to stop when it does not). */
+  keys?: boolean;
   /** Receives the controller once it exists, so that keys can reach it. */
   onController?(controller: Controller): void;
 }
@@ -89,6 +91,7 @@ export async function runOnce(opts: RunOptions): Promise<RunOutcome> {
       signalSteps: (signal) => workers.signalAll(signal),
       unwatched: () => watcher?.unwatched ?? new Set(),
       watchDirectories: (dirs) => watcher?.setDirectories(dirs),
+      keys: opts.keys === true,
     });
     controller = ctl;
     server = await RpcServer.start({

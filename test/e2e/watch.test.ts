@@ -35,7 +35,7 @@ step("cat b.txt > b.out", { inp: "b.txt", out: "b.out" });
     });
     const bg = startTsup(p.dir);
     await ok(bg.control("wait"));
-    assert.match(bg.output(), /PHASE │ watch/);
+    assert.match(bg.output(), /PHASE │ watch\n\s+DIRECTOR │ Watching for changes\. Stop with `tsup shutdown` or Ctrl-C; use -n/);
     const status = await ok(bg.control("status"));
     assert.match(status, /phase\s+watch/);
     const mark = bg.output().length;
