@@ -2,7 +2,7 @@
 // as they are now and compare with the one recorded after its last successful run. This runs in
 // the director, synchronously: thanks to the stat shortcut a no-op check is a few stat() calls.
 import type { Page } from "../events.js";
-import { computeFingerprint, explainChanges } from "../state/fingerprint.js";
+import { computeDigest, computeFingerprint, explainChanges, type FingerprintArgs } from "../state/fingerprint.js";
 import { equalBytes } from "../state/filehash.js";
 import type { FileHash, Fingerprint } from "../state/types.js";
 import type { StepNode } from "../workflow/graph.js";
@@ -20,12 +20,17 @@ export function fingerprintOf(
   inputs: Array<[string, FileHash]>,
   outputs: Array<[string, FileHash]>,
 ): Fingerprint {
-  return computeFingerprint({
-    key: step.key,
-    inputs,
-    env: env.map((name) => [name, values[name] ?? null]),
-    outputs,
-  });
+  return computeFingerprint(fingerprintArgs(step, env, values, inputs, outputs));
+}
+
+function fingerprintArgs(
+  step: StepNode,
+  env: string[],
+  values: NodeJS.ProcessEnv,
+  inputs: Array<[string, FileHash]>,
+  outputs: Array<[string, FileHash]>,
+): FingerprintArgs {
+  return { key: step.key, inputs, env: env.map((name) => [name, values[name] ?? null]), outputs };
 }
 
 export function checkSkip(
@@ -58,13 +63,13 @@ export function checkSkip(
   if (inputs.length < step.requires.length || outputs.length < step.outputs.length) {
     return { skip: false, reasons, same: [] };
   }
-  const now = fingerprintOf(step, env, values, inputs, outputs);
-  if (reasons.length === 0 && equalBytes(now.digest, record.fingerprint.digest)) {
+  const args = fingerprintArgs(step, env, values, inputs, outputs);
+  if (reasons.length === 0 && equalBytes(computeDigest(args), record.fingerprint.digest)) {
     step.fingerprint = record.fingerprint;
     return { skip: true };
   }
   // Explain everything that differs, not only the first reason found.
-  const { changed, same } = explainChanges(record.fingerprint, now);
+  const { changed, same } = explainChanges(record.fingerprint, computeFingerprint(args));
   return { skip: false, reasons: [...reasons, ...changed], same };
 }
 

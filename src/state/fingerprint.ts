@@ -107,6 +107,8 @@ export function shortHash(h: FileHash): Uint8Array {
   return out;
 }
 
+const EMPTY = new Uint8Array(0);
+
 function byFirst<T>(a: [string, T], b: [string, T]): number {
   // Code-unit order, not localeCompare: the order must not depend on the user's locale.
   return a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0;
@@ -122,6 +124,19 @@ export interface FingerprintArgs {
 }
 
 export function computeFingerprint(args: FingerprintArgs): Fingerprint {
+  return encode(args, true) as Fingerprint;
+}
+
+/**
+ * Just `computeFingerprint(args).digest`: what a skip check compares. It skips the per-file short
+ * hashes and the input digest, which only explanations need (a no-op run of thousands of steps
+ * would otherwise hash five times as often).
+ */
+export function computeDigest(args: FingerprintArgs): Uint8Array {
+  return encode(args, false).digest;
+}
+
+function encode(args: FingerprintArgs, full: boolean): Fingerprint | { digest: Uint8Array } {
   const inputs = args.inputs.length > 1 ? args.inputs.slice().sort(byFirst) : args.inputs;
   const env = args.env.length > 1 ? args.env.slice().sort(byFirst) : args.env;
   const outputs = args.outputs.length > 1 ? args.outputs.slice().sort(byFirst) : args.outputs;
@@ -136,7 +151,7 @@ export function computeFingerprint(args: FingerprintArgs): Fingerprint {
     putStr(path);
     const start = pos;
     putFileHash(h);
-    inpShort[i] = [path, digestOf(buf.subarray(start, pos), SHORT_LEN)];
+    if (full) inpShort[i] = [path, digestOf(buf.subarray(start, pos), SHORT_LEN)];
   }
   putMark(MARK_ENV);
   const envCopy: Array<[string, string | null]> = new Array(env.length);
@@ -147,7 +162,7 @@ export function computeFingerprint(args: FingerprintArgs): Fingerprint {
     else putStr(value);
     envCopy[i] = [name, value];
   }
-  const inpDigest = digestOf(buf.subarray(0, pos));
+  const inpDigest = full ? digestOf(buf.subarray(0, pos)) : EMPTY;
   putMark(MARK_OUTPUTS);
   const outShort: Array<[string, Uint8Array]> = new Array(outputs.length);
   for (let i = 0; i < outputs.length; i++) {
@@ -155,10 +170,11 @@ export function computeFingerprint(args: FingerprintArgs): Fingerprint {
     putStr(path);
     const start = pos;
     putFileHash(h);
-    outShort[i] = [path, digestOf(buf.subarray(start, pos), SHORT_LEN)];
+    if (full) outShort[i] = [path, digestOf(buf.subarray(start, pos), SHORT_LEN)];
   }
   const digest = digestOf(buf.subarray(0, pos));
   pos = 0;
+  if (!full) return { digest };
   return { digest, inpDigest, inputs: inpShort, env: envCopy, outputs: outShort };
 }
 

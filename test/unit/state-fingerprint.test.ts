@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { blake3 } from "@napi-rs/blake-hash";
-import { computeFingerprint, explainChanges, shortHash, type FingerprintArgs } from "../../src/state/fingerprint.js";
+import { computeDigest, computeFingerprint, explainChanges, shortHash, type FingerprintArgs } from "../../src/state/fingerprint.js";
 import { DIR_DIGEST, type FileHash } from "../../src/state/types.js";
 
 function digestOf(text: string): Uint8Array {
@@ -45,6 +45,21 @@ describe("computeFingerprint", () => {
     assert.equal(a.digest.length, 32);
     assert.equal(a.inpDigest.length, 32);
     assert.notEqual(hex(a.digest), hex(a.inpDigest));
+  });
+
+  test("computeDigest gives the full fingerprint's digest, and differs whenever it does", () => {
+    const variants: FingerprintArgs[] = [base()];
+    const changedInput = base();
+    changedInput.inputs[0] = [changedInput.inputs[0]![0], fh("other")];
+    const changedEnv = base();
+    changedEnv.env[1] = ["LANG", "C"];
+    const changedOutput = base();
+    changedOutput.outputs[0] = ["b.txt", fh("gamma")];
+    const changedKey = { ...base(), key: "other command" };
+    variants.push(changedInput, changedEnv, changedOutput, changedKey);
+    const digests = variants.map((v) => hex(computeDigest(v)));
+    variants.forEach((v, i) => assert.equal(digests[i], hex(computeFingerprint(v).digest)));
+    assert.equal(new Set(digests).size, variants.length);
   });
 
   test("fills sorted per-item records without reordering the caller's arrays", () => {
