@@ -2,7 +2,7 @@
 // control commands (`tsup run`, `tsup wait`, ...) do in each phase. The loop in run.ts asks it
 // what to do after every run phase; everything else arrives as keys or RPC calls.
 import { mkdirSync, writeFileSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
+import { dirname, resolve } from "node:path";
 import type { EventSink, Page } from "../events.js";
 import { isAbsPath, normPath, parentPath } from "../paths.js";
 import { graphDot, graphText } from "../report/graph.js";
@@ -382,6 +382,6 @@ export class Controller {
     ];
     for (const [file, text] of files) writeFileSync(file, text);
     const shown = (file: string): string => (file.startsWith(`${this.opts.root}/`) ? file.slice(this.opts.root.length + 1) : file);
-    return files.map(([file]) => shown(join(file)));
+    return files.map(([file]) => shown(file));
   }
 }

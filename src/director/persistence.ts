@@ -17,7 +17,7 @@ import type { EventSink } from "../events.js";
 import { applyJournal, isGeneration, JOURNAL_FILE, JournalWriter, newGeneration, readJournal, removeJournal, type JournalEntry } from "../state/journal.js";
 import { keepCopy, loadState, saveState, type LoadResult, type LoadWarning } from "../state/store.js";
 import type { FileHash, SavedState } from "../state/types.js";
-import type { StepDefinition } from "../workflow/definition.js";
+import { definitionOf } from "../workflow/definition.js";
 import type { StepNode } from "../workflow/graph.js";
 import type { FileTable } from "./files.js";
 import { savedStep } from "./finalize.js";
@@ -136,20 +136,6 @@ export class StepJournal {
     this.discard();
     this.writer = new JournalWriter(this.file, generation);
   }
-}
-
-function definitionOf(d: StepDefinition): StepDefinition {
-  return {
-    command: d.command,
-    workdir: d.workdir,
-    inp: d.inp,
-    out: d.out,
-    vol: d.vol,
-    env: d.env,
-    pool: d.pool,
-    optional: d.optional,
-    block: d.block,
-  };
 }
 
 /** The journal entry of a step that succeeded: what the end-of-run save would record for it. */

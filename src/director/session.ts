@@ -12,7 +12,7 @@ import type { RpcHandler } from "../rpc/server.js";
 import { Scheduler } from "../scheduler/scheduler.js";
 import type { FileHash, Fingerprint, GlobRecord, SavedState, SavedStep } from "../state/types.js";
 import type { RunRequest, RunResult } from "../workers/protocol.js";
-import { sameWork } from "../workflow/definition.js";
+import { definitionOf, sameWork } from "../workflow/definition.js";
 import { Graph, stepKey, type StepDefinition, type StepNode } from "../workflow/graph.js";
 import { FileTable } from "./files.js";
 import { checkSkip, explainPages, fingerprintOf } from "./skip.js";
@@ -526,25 +526,20 @@ export class Session implements RpcHandler {
       pool: step.def.pool,
       seconds: Math.round((now - started) / 100) / 10,
     }));
-    const pools = [...this.graph.pools].map(([name, def]) => ({
-      name,
-      size: def.size,
-      running: this.scheduler.runningIn(name),
-      queued: this.scheduler.queuedIn(name),
-    }));
-    let failed = 0;
-    let succeeded = 0;
-    let pending = 0;
-    for (const step of this.graph.steps.values()) {
-      if (step.state === "failed") failed++;
-      else if (step.state === "succeeded") succeeded++;
-      else if (step.state !== "running" && step.mandatory !== "no") pending++;
-    }
+    const { counts: c, pools } = this.progress();
     return {
       phase: this.stopping ? "stopping" : "run",
       running,
       pools,
-      counts: { executed: this.counts.ran, skipped: this.counts.skipped, succeeded, failed, pending, running: running.length },
+      counts: {
+        executed: this.counts.ran,
+        skipped: c.skipped,
+        // "done": skipped steps are done too.
+        succeeded: c.succeeded + c.skipped,
+        failed: c.failed,
+        pending: c.pending,
+        running: running.length,
+      },
     };
   }
 
@@ -558,8 +553,7 @@ export class Session implements RpcHandler {
       if (step.state === "succeeded") {
         if (step.replayed) counts.skipped++;
         else counts.succeeded++;
-      }
-      else if (step.state === "failed") counts.failed++;
+      } else if (step.state === "failed") counts.failed++;
       else if (step.state !== "running") counts.pending++;
     }
     const pools = [...this.graph.pools].map(([name, def]) => ({
@@ -687,19 +681,4 @@ export interface StatusReport {
   running: Array<{ command: string; workdir: string; pool: string | null; seconds: number }>;
   pools: Array<{ name: string; size: number; running: number; queued: number }>;
   counts: { executed: number; skipped: number; succeeded: number; failed: number; pending: number; running: number };
-}
-
-/** Just the definition (a saved record or a declaration carries more fields). */
-export function definitionOf(record: StepDefinition): StepDefinition {
-  return {
-    command: record.command,
-    workdir: record.workdir,
-    inp: record.inp,
-    out: record.out,
-    vol: record.vol,
-    env: record.env,
-    pool: record.pool,
-    optional: record.optional,
-    block: record.block,
-  };
 }

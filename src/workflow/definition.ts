@@ -37,3 +37,18 @@ export function sameWork(a: StepDefinition, b: StepDefinition): boolean {
 export function sameDefinition(a: StepDefinition, b: StepDefinition): boolean {
   return sameWork(a, b) && a.pool === b.pool && a.optional === b.optional && a.block === b.block;
 }
+
+/** Just the definition (a saved record or a declaration carries more fields). */
+export function definitionOf(record: StepDefinition): StepDefinition {
+  return {
+    command: record.command,
+    workdir: record.workdir,
+    inp: record.inp,
+    out: record.out,
+    vol: record.vol,
+    env: record.env,
+    pool: record.pool,
+    optional: record.optional,
+    block: record.block,
+  };
+}
