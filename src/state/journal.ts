@@ -22,7 +22,8 @@ import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from "node:f
 import { crc32 } from "node:zlib";
 import { sameDefinition, sameWork, type StepDefinition } from "../workflow/definition.js";
 import { stepKey } from "../workflow/graph.js";
-import { DIR_DIGEST, type Amended, type FileHash, type Fingerprint, type GlobRecord, type SavedState, type SavedStep } from "./types.js";
+import { sharedDirDigest, type Amended, type FileHash, type Fingerprint, type GlobRecord, type SavedState, type SavedStep } from "./types.js";
+import { VarintReader, VarintWriter } from "./varint.js";
 
 export const JOURNAL_FILE = "workflow.journal";
 
@@ -84,27 +85,10 @@ function header(generation: string): Buffer {
  *
  * A definition is command, workdir, inp, out, vol, env, pool?, flags byte (1 optional, 2 block).
  */
-class EntryWriter {
-  buf = Buffer.allocUnsafe(64 * 1024);
-  pos = FRAME_LEN;
-
-  private room(n: number): void {
-    if (this.pos + n <= this.buf.length) return;
-    let size = this.buf.length * 2;
-    while (size < this.pos + n) size *= 2;
-    const bigger = Buffer.allocUnsafe(size);
-    this.buf.copy(bigger, 0, 0, this.pos);
-    this.buf = bigger;
-  }
-
-  uint(v: number): void {
-    if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new TypeError(`journal: ${v} is not a 32-bit count`);
-    this.room(5);
-    while (v >= 0x80) {
-      this.buf[this.pos++] = (v & 0x7f) | 0x80;
-      v = Math.floor(v / 0x80);
-    }
-    this.buf[this.pos++] = v;
+class EntryWriter extends VarintWriter {
+  constructor() {
+    super(64 * 1024);
+    this.pos = FRAME_LEN;
   }
 
   byte(v: number): void {
@@ -313,44 +297,12 @@ export interface JournalContents {
 class Bad extends Error {}
 
 /** Decodes one payload, checking every value before it is used. */
-class EntryReader {
-  private pos: number;
+/** Reads `buf` (the whole journal: digests are views into it) from `start` to `end`. */
+class EntryReader extends VarintReader {
   private field = "";
 
-  constructor(
-    /** The whole journal: digests are views into it, so no entry needs an ArrayBuffer of its own. */
-    private readonly buf: Buffer,
-    start: number,
-    private readonly end: number,
-  ) {
-    this.pos = start;
-  }
-
-  fail(msg: string): never {
+  override fail(msg: string): never {
     throw new Bad(`${this.field}: ${msg}`);
-  }
-
-  uint(): number {
-    let v = 0;
-    let scale = 1;
-    for (let k = 0; k < 5; k++) {
-      if (this.pos >= this.end) this.fail("data ends early");
-      const b = this.buf[this.pos++]!;
-      v += (b & 0x7f) * scale;
-      if (b < 0x80) {
-        if (v > 0xffffffff) this.fail("number out of range");
-        return v;
-      }
-      scale *= 0x80;
-    }
-    this.fail("number out of range");
-  }
-
-  /** A count of items that take at least `minBytes` each: garbage cannot allocate huge arrays. */
-  count(minBytes: number): number {
-    const n = this.uint();
-    if (n * minBytes > this.end - this.pos) this.fail(`bad count ${n}`);
-    return n;
   }
 
   byte(): number {
@@ -468,9 +420,7 @@ class EntryReader {
     const files = new Array<[string, FileHash]>(nFiles);
     for (let i = 0; i < nFiles; i++) {
       const path = this.str();
-      let digest = this.bytes(this.count(1));
-      // Share the constant, as the state file does: callers may compare with DIR_DIGEST.
-      if (digest.length === DIR_DIGEST.length && digest[0] === DIR_DIGEST[0]) digest = DIR_DIGEST;
+      const digest = sharedDirDigest(this.bytes(this.count(1)));
       const mode = this.uint();
       files[i] = [path, { digest, mode, size: this.f64(), mtimeMs: this.f64(), ino: this.f64() }];
     }

@@ -32,9 +32,10 @@ import { createRequire } from "node:module";
 import { join } from "node:path";
 import { Packr, Unpackr } from "msgpackr";
 import { isGeneration } from "./journal.js";
+import { VarintReader, VarintWriter } from "./varint.js";
 import {
-  DIR_DIGEST,
   emptyState,
+  sharedDirDigest,
   type FileHash,
   type Fingerprint,
   type GlobRecord,
@@ -116,29 +117,6 @@ const STAT_BYTES = 24;
 /** Thrown by saveState for values that loadState would refuse: a bug in the caller, not an I/O problem. */
 function invalid(what: string): never {
   throw new TypeError(`saveState: ${what}`);
-}
-
-class VarintWriter {
-  buf: Buffer;
-  pos = 0;
-
-  constructor(estimate: number) {
-    this.buf = Buffer.allocUnsafe(Math.max(estimate, 1024));
-  }
-
-  uint(v: number): void {
-    if (this.pos + 5 > this.buf.length) {
-      const bigger = Buffer.allocUnsafe(this.buf.length * 2);
-      this.buf.copy(bigger, 0, 0, this.pos);
-      this.buf = bigger;
-    }
-    // Values are string indices, counts, flags and creator + 1: below 2^32 by construction.
-    while (v >= 0x80) {
-      this.buf[this.pos++] = (v & 0x7f) | 0x80;
-      v = Math.floor(v / 0x80);
-    }
-    this.buf[this.pos++] = v;
-  }
 }
 
 class Encoder {
@@ -492,8 +470,7 @@ function isCount(x: unknown): x is number {
 }
 
 /** Reads the varint token stream and `raw`, checking every value before it is used. */
-class Reader {
-  private pos = 0;
+class Reader extends VarintReader {
   private rawPos = 0;
   private poolPos = 0;
   /** Where we are, for the message when something is wrong (a string per step would be garbage). */
@@ -501,41 +478,19 @@ class Reader {
   private atField = "";
 
   constructor(
-    private readonly tokens: Buffer,
+    tokens: Buffer,
     private readonly strings: string[],
     private readonly commands: string[],
     private readonly poolSizes: unknown[],
     /** A private copy of `raw`: digests are views into it, so nothing else stays alive for them. */
     private readonly raw: Buffer,
-  ) {}
+  ) {
+    super(tokens, 0, tokens.length);
+  }
 
-  fail(msg: string): never {
+  override fail(msg: string): never {
     const where = this.atStep >= 0 ? `steps[${this.atStep}]${this.atField && "."}${this.atField}` : this.atField;
     corrupt(`${where}: ${msg}`);
-  }
-
-  uint(): number {
-    const buf = this.tokens;
-    let v = 0;
-    let scale = 1;
-    for (let k = 0; k < 5; k++) {
-      if (this.pos >= buf.length) this.fail("data ends early");
-      const b = buf[this.pos++]!;
-      v += (b & 0x7f) * scale;
-      if (b < 0x80) {
-        if (v > 0xffffffff) this.fail("number out of range");
-        return v;
-      }
-      scale *= 0x80;
-    }
-    this.fail("number out of range");
-  }
-
-  /** A count of following items; each takes at least one byte, so garbage cannot allocate huge arrays. */
-  count(minBytesPerItem: number): number {
-    const n = this.uint();
-    if (n * minBytesPerItem > this.tokens.length - this.pos) this.fail(`bad count ${n}`);
-    return n;
   }
 
   str(): string {
@@ -612,9 +567,7 @@ class Reader {
         this.fail("non-finite size, mtime or inode");
       }
       const len = lens.readUInt32LE(4 * i);
-      let digest = this.bytes(len);
-      // Share the constant: directories are common and callers may compare with DIR_DIGEST.
-      if (len === DIR_DIGEST.length && digest[0] === DIR_DIGEST[0]) digest = DIR_DIGEST;
+      const digest = sharedDirDigest(this.bytes(len));
       map.set(this.strings[p]!, { digest, mode: modes.readUInt32LE(4 * i), size, mtimeMs, ino });
     }
     if (map.size !== count) this.fail("the same path appears more than once");
@@ -690,7 +643,7 @@ class Reader {
   finish(): void {
     this.atStep = -1;
     this.atField = "steps";
-    if (this.pos !== this.tokens.length) this.fail("unused data after the last step");
+    if (this.pos !== this.end) this.fail("unused data after the last step");
     if (this.rawPos !== this.raw.length) this.fail("unused digest data");
     if (this.poolPos !== this.poolSizes.length) this.fail("unused pool sizes");
   }

@@ -20,6 +20,14 @@ export interface FileHash {
 export const DIR_DIGEST: Uint8Array = Uint8Array.of(0x64);
 
 /**
+ * `digest` itself, or the shared DIR_DIGEST when it is the directory marker: loaded states then
+ * hold one marker for all directories, and callers may compare with DIR_DIGEST by identity.
+ */
+export function sharedDirDigest(digest: Uint8Array): Uint8Array {
+  return digest.length === DIR_DIGEST.length && digest[0] === DIR_DIGEST[0] ? DIR_DIGEST : digest;
+}
+
+/**
  * The result of a successful step. `digest` decides skipping; the per-item short hashes only
  * explain (`-e`) which input, env var or output changed.
  */
