@@ -179,8 +179,6 @@ export async function runOnce(opts: RunOptions): Promise<RunOutcome> {
     return { kind: "done", summary: summary!, interrupted: ctl.interrupted, internalError };
   } finally {
     controller?.exiting(lastDirectorLine);
-    // Let the answers to `tsup join`/`shutdown`/`wait` go out before the sockets close.
-    await new Promise((resolve) => setImmediate(resolve));
     watcher?.close();
     removeDirectorInfo(stepupDir, process.pid);
     await Promise.allSettled([workers.close({ graceMs: opts.graceMs ?? 1000 }), server?.close()]);

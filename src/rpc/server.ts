@@ -99,6 +99,9 @@ export class RpcServer {
   }
 
   async close(): Promise<void> {
+    // Calls answered just before (say, `tsup join` waiting for the end) reply in promise
+    // callbacks: let those run so the replies go out before the sockets end.
+    await new Promise((resolve) => setImmediate(resolve));
     for (const socket of this.sockets) socket.end();
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
