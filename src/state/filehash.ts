@@ -2,10 +2,13 @@
 // unchanged since it was last hashed is not read again. This is what makes a no-op run cheap.
 import { blake3, Blake3Hasher } from "@napi-rs/blake-hash";
 import { closeSync, fstatSync, openSync, readSync, statSync, type Stats } from "node:fs";
+import { open, type FileHandle } from "node:fs/promises";
 import { DIR_DIGEST, type FileHash } from "./types.js";
 
 /** Files up to this size are read in one go; larger ones are streamed through the hasher. */
 const ONE_SHOT_LIMIT = 8 * 1024 * 1024;
+/** Read size when streaming a file through the hasher. */
+const STREAM_CHUNK = 1024 * 1024;
 
 export type HashOutcome =
   | { kind: "missing" }
@@ -18,6 +21,27 @@ export type HashOutcome =
  * holds. Symlinks are followed, like every tool that reads the file would.
  */
 export function hashPath(absPath: string, isDir: boolean, known: FileHash | null | undefined): HashOutcome {
+  return hashPathUpTo(absPath, isDir, known, Infinity) as HashOutcome;
+}
+
+/** A file that has to be read and is larger than the caller is willing to hash synchronously. */
+export interface LargeFile {
+  kind: "large";
+  absPath: string;
+  st: Stats;
+}
+
+/**
+ * hashPath(), except that a file of more than `syncLimit` bytes that has to be read is not read
+ * here but returned as a LargeFile, for hashLargeFile(). The director runs the steps' hashing on
+ * its own thread: a multi-gigabyte output must not stall the event loop for seconds.
+ */
+export function hashPathUpTo(
+  absPath: string,
+  isDir: boolean,
+  known: FileHash | null | undefined,
+  syncLimit: number,
+): HashOutcome | LargeFile {
   let st: Stats | undefined;
   try {
     st = statSync(absPath.endsWith("/") && absPath.length > 1 ? absPath.slice(0, -1) : absPath, {
@@ -34,16 +58,57 @@ export function hashPath(absPath: string, isDir: boolean, known: FileHash | null
   }
   if (isDir) return { kind: "wrong-type", message: "Path is not a directory" };
   if (known && sameStat(known, st)) return { kind: "ok", hash: known };
+  if (st.size > syncLimit) return { kind: "large", absPath, st };
   const digest = hashContents(absPath, st.size);
   if (digest === undefined) return { kind: "missing" };
+  return hashedOutcome(absPath, st, digest);
+}
+
+/** The stat values read before hashing, with the digest. */
+function hashedOutcome(absPath: string, st: Stats, digest: Uint8Array): HashOutcome {
   // Stat again after reading: if the file changed while we read it, the stat values we store
   // must not vouch for a digest of other content. Storing mtime 0 forces a re-read next time.
-  const after = statSync(absPath, { throwIfNoEntry: false });
+  let after: Stats | undefined;
+  try {
+    after = statSync(absPath, { throwIfNoEntry: false });
+  } catch {
+    after = undefined;
+  }
   const stable = after !== undefined && sameStat(statValues(st), after);
   return {
     kind: "ok",
     hash: { digest, mode: st.mode, size: st.size, mtimeMs: stable ? st.mtimeMs : 0, ino: st.ino },
   };
+}
+
+/**
+ * Hash a LargeFile without blocking: chunks are read on libuv's thread pool and fed to the hasher
+ * between other events, so each turn of the event loop spends well under a millisecond on it.
+ */
+export async function hashLargeFile(file: LargeFile): Promise<HashOutcome> {
+  let handle: FileHandle;
+  try {
+    handle = await open(file.absPath, "r");
+  } catch {
+    return { kind: "missing" };
+  }
+  try {
+    const hasher = new Blake3Hasher();
+    const buf = Buffer.allocUnsafe(STREAM_CHUNK);
+    let pos = 0;
+    for (;;) {
+      const { bytesRead } = await handle.read(buf, 0, buf.length, pos);
+      if (bytesRead === 0) break;
+      hasher.update(buf.subarray(0, bytesRead));
+      pos += bytesRead;
+    }
+    return hashedOutcome(file.absPath, file.st, new Uint8Array(hasher.digestBuffer()));
+  } catch {
+    // Removed or unreadable while we read it: as if it were not there.
+    return { kind: "missing" };
+  } finally {
+    await handle.close().catch(() => {});
+  }
 }
 
 function statValues(st: Stats): FileHash {
@@ -84,7 +149,7 @@ function hashContents(absPath: string, size: number): Uint8Array | undefined {
 
 function hashStreaming(fd: number): Uint8Array {
   const hasher = new Blake3Hasher();
-  const buf = Buffer.allocUnsafe(1024 * 1024);
+  const buf = Buffer.allocUnsafe(STREAM_CHUNK);
   let pos = 0;
   for (;;) {
     const n = readSync(fd, buf, 0, buf.length, pos);

@@ -1,12 +1,20 @@
-// What runs inside one worker process: check and hash a step's inputs, run its command, hash its
-// outputs, report. The process plumbing (IPC, exit) is injected so the logic can be driven
-// directly in tests; worker-main.ts wires it to the real process.
+// One lane of the worker pool, living in the director process: a long-lived `/bin/sh` launcher
+// that runs one step at a time, plus the hashing of the step's inputs before and its outputs
+// after the command.
+//
+// Why the director talks to the launcher shells itself: tsup used to put a node worker process
+// between the director and each launcher. Every step then crossed four process boundaries
+// (director -> worker over IPC -> launcher over a pipe, and back), and on a 2-core machine each
+// hop is a context switch that competes with the steps themselves: a profile of 5000 `cp` steps
+// put 27% of the director's busy time in IPC writes and 23% of the workers' in pipe writes, and
+// the two node workers used more CPU than the director. Hashing small files takes microseconds,
+// so it is done right here; files above LARGE_FILE_BYTES are hashed asynchronously
+// (hashLargeFile), so a big output does not stall the director.
 //
 // Commands are not spawned from node directly. Forking a node process (tens of MB of mappings to
 // copy, then tear down on exec) costs far more than forking a small shell, the more so in VMs.
 // Measured for tiny `cp` steps with 2 lanes on 2 CPUs: spawn() from node took ~1.6-2x the wall
-// time of `xargs -P2 sh -c`, this launcher ~1.25x (driving Worker in-process; ~1.45x through the
-// pool, which adds the IPC hop to the director). So each worker keeps one long-lived `/bin/sh`
+// time of `xargs -P2 sh -c`, a launcher ~1.25x. So each lane keeps one long-lived `/bin/sh`
 // launcher (LAUNCHER_SCRIPT) that forks a subshell per step, which then execs
 // `/bin/sh -c <command>`: the same fork + exec that ninja or xargs pay.
 //
@@ -14,7 +22,9 @@
 // run in that group, so signalling the group reaches the whole tree of the step. The launcher
 // survives the catchable signals (its trap defers them until the step is over); a subshell resets
 // caught signals to their defaults, so steps see normal signal behaviour. After SIGKILL, or if it
-// dies otherwise, a new launcher is started for the next step.
+// dies otherwise, a new launcher is started for the next step. If the director dies without
+// cleaning up (SIGKILL), a watchdog in the launcher's group sees the end of a pipe only the
+// director holds and SIGKILLs the group: no step outlives tsup.
 //
 // Protocol on the launcher's stdin: a line with the number of lines N of the snippet, then N lines
 // of shell code run in the step's subshell (it ends by exec'ing `/bin/sh -c <command>`). On its
@@ -29,27 +39,36 @@
 // on ext4, creating files right after unlinking others is expensive (the allocator scans for
 // recently deleted inodes), which made every step markedly slower, the steps' own outputs too.
 // The price: a background process that outlives its step and keeps writing to its stdout writes
-// into the output of later steps of the same worker.
+// into the output of later steps of the same lane.
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, statSync, truncateSync } from "node:fs";
 import { constants as osConstants, tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { hashPath, sameStat } from "../state/filehash.js";
+import { hashLargeFile, hashPathUpTo, sameStat, type HashOutcome, type LargeFile } from "../state/filehash.js";
 import type { FileHash } from "../state/types.js";
-import type { DirectorMessage, RunRequest, RunResult, WorkerMessage, WorkerOptions } from "./protocol.js";
+import type { RunRequest, RunResult } from "./protocol.js";
 
-/** How the worker talks to the outside world. */
-export interface WorkerIO {
-  send(msg: WorkerMessage): void;
-  exit(code: number): void;
+/** Files larger than this that need hashing are hashed asynchronously (see hashLargeFile). */
+const LARGE_FILE_BYTES = 4 * 1024 * 1024;
+
+export interface WorkerOptions {
+  /** Absolute project root; workdirs and paths are resolved against it. */
+  root: string;
+  /** Node executable used to run `.ts` commands. */
+  tsNode: string;
+  /** Loader passed to `--import` when running `.ts` commands (path or URL). */
+  tsLoader: string;
 }
 
 /**
- * The launcher, run as `/bin/sh -c LAUNCHER_SCRIPT tsup-launcher <stdout file> <stderr file>`.
- * POSIX sh only.
+ * The launcher, run as `/bin/sh -c LAUNCHER_SCRIPT tsup-launcher <stdout file> <stderr file>`,
+ * with the director's end of a pipe on fd 3. POSIX sh only.
  * - The trap makes the launcher survive signals sent to its process group; dash and bash run a
  *   trap only after the foreground subshell has finished, so the status is still reported.
+ * - The watchdog ignores those signals, reads fd 3 (nothing is ever written to it) and, at EOF,
+ *   i.e. when the director has died, kills the whole group. Its other fds point away from the
+ *   launcher's pipes, so it never keeps them open for a dead launcher.
  * - A `read` interrupted by such a signal returns non-zero like EOF; `sig` tells them apart.
  * - The subshell redirects with `exec` (no copies of the launcher's fds kept to restore them),
  *   announces itself on fd 3, closes fd 3 so the step cannot hold the protocol pipe, then runs
@@ -57,6 +76,8 @@ export interface WorkerIO {
  */
 const LAUNCHER_SCRIPT = `o=$1; e=$2; sig=
 trap 'sig=1' HUP INT QUIT TERM USR1 USR2 ALRM
+(trap '' HUP INT QUIT TERM USR1 USR2 ALRM; IFS= read -r _ <&3; kill -s KILL 0) </dev/null >/dev/null 2>&1 &
+exec 3<&-
 while :; do
   sig=
   IFS= read -r n || { [ -n "$sig" ] && continue; exit 0; }
@@ -110,12 +131,14 @@ interface Launcher {
   buf: string;
   /** The process has exited (and was reaped): its pid may be reused, never signal it. */
   exited: boolean;
+  /** Resolves once the process has exited. */
+  gone: Promise<void>;
 }
 
 /** A step whose inputs are hashed, ready for a launcher. */
 interface Step {
-  id: number;
   req: RunRequest;
+  done: (result: RunResult) => void;
   inputHashes: Array<FileHash | null>;
   start: number;
   /** What the launcher is sent: the line count, then the snippet. */
@@ -134,6 +157,13 @@ interface Running extends Step {
   delivered: NodeJS.Signals | null;
 }
 
+/** Where a step is between run() and its result. */
+type Stage =
+  | { kind: "idle" }
+  /** Hashing large inputs or outputs asynchronously; `signal` remembers a signal meanwhile. */
+  | { kind: "hashing"; signal: NodeJS.Signals | null }
+  | { kind: "running"; step: Running };
+
 export class Worker {
   /** Absolute root with a trailing slash, so resolving a path is one concatenation. */
   private readonly prefix: string;
@@ -142,60 +172,93 @@ export class Worker {
   private readonly tsLoader: string;
   private tmp: string | null = null;
   private launcher: Launcher | null = null;
-  private running: Running | null = null;
+  private stage: Stage = { kind: "idle" };
   private launchers = 0;
-  private exiting = false;
+  private closed = false;
 
-  constructor(
-    opts: WorkerOptions,
-    private readonly io: WorkerIO,
-  ) {
+  constructor(opts: WorkerOptions) {
     this.root = opts.root.length > 1 && opts.root.endsWith("/") ? opts.root.slice(0, -1) : opts.root;
     this.prefix = this.root.endsWith("/") ? this.root : this.root + "/";
     this.tsNode = opts.tsNode;
     this.tsLoader = opts.tsLoader;
-    this.tmp = opts.tmpDir ?? null;
   }
 
-  handle(msg: DirectorMessage): void {
-    switch (msg.type) {
-      case "run":
-        this.run(msg.id, msg.req);
-        return;
-      case "kill":
-        if (this.running !== null && this.running.id === msg.id) this.signal(this.running, msg.signal);
-        return;
-      case "shutdown":
-        this.abort(0);
-        return;
-    }
+  get busy(): boolean {
+    return this.stage.kind !== "idle";
+  }
+
+  /** Pid of the current launcher shell, if one runs (for tests and diagnostics). */
+  launcherPid(): number | null {
+    return this.launcher === null || this.launcher.exited ? null : this.launcher.pgid;
   }
 
   /**
-   * The director is gone (IPC disconnect) or asked us to stop: nothing may outlive us, so the
-   * launcher's process group (the running step and anything earlier steps left running in the
-   * background) is SIGKILLed before exiting.
+   * Run one step; `done` receives its result exactly once. Only call when not busy. A step whose
+   * inputs are all small and unchanged is handed to the launcher before run() returns.
    */
-  abort(code: number): void {
-    if (this.exiting) return;
-    this.exiting = true;
-    const launcher = this.launcher;
-    this.dispose();
-    if (launcher === null || launcher.exited) {
-      this.io.exit(code);
+  run(req: RunRequest, done: (result: RunResult) => void): void {
+    if (this.closed) {
+      done(failedResult(req, "The worker pool is closed"));
       return;
     }
-    // Reap the killed launcher before leaving, so it is not left to init as a zombie (and its
-    // CPU time is accounted to us). SIGKILL makes this quick; the timer is only a safety net.
-    const timer = setTimeout(() => this.io.exit(code), 1000);
-    launcher.proc.once("exit", () => {
-      clearTimeout(timer);
-      this.io.exit(code);
+    if (this.stage.kind !== "idle") {
+      // The pool never does this; answering keeps a buggy caller from hanging forever.
+      done(failedResult(req, "Worker is busy with another step"));
+      return;
+    }
+    const start = performance.now();
+    const inputs = req.inputs;
+    const outcomes: Array<HashOutcome | LargeFile> = new Array<HashOutcome | LargeFile>(inputs.length);
+    let large = false;
+    for (let i = 0; i < inputs.length; i++) {
+      const inp = inputs[i]!;
+      const outcome = hashPathUpTo(this.abs(inp.path), inp.path.endsWith("/"), inp.known, LARGE_FILE_BYTES);
+      if (outcome.kind === "large") large = true;
+      outcomes[i] = outcome;
+    }
+    if (!large) {
+      this.launch(req, done, start, outcomes as HashOutcome[]);
+      return;
+    }
+    const stage: Stage = { kind: "hashing", signal: null };
+    this.stage = stage;
+    void Promise.all(outcomes.map((o) => (o.kind === "large" ? hashLargeFile(o) : o))).then((hashed) => {
+      if (this.stage !== stage) return;
+      this.stage = { kind: "idle" };
+      if (this.closed || stage.signal !== null) {
+        // Interrupted before the command started: it never ran.
+        const result = emptyResult(req, performance.now() - start);
+        done({ ...result, signal: stage.signal ?? "SIGKILL" });
+        return;
+      }
+      this.launch(req, done, start, hashed);
     });
   }
 
-  /** Kill the launcher's group and remove the temporary directory. Idempotent. */
+  /** Signal the running step's process group (held back until the step's subshell exists). */
+  signal(sig: NodeJS.Signals): void {
+    const stage = this.stage;
+    if (stage.kind === "hashing") stage.signal ??= sig;
+    else if (stage.kind === "running") this.signalStep(stage.step, sig);
+  }
+
+  /**
+   * Stop for good: SIGKILL the launcher's process group (the running step and anything earlier
+   * steps left in the background), remove the temporary directory. Resolves when the launcher
+   * has exited. A running step reports SIGKILL.
+   */
+  close(): Promise<void> {
+    this.closed = true;
+    const launcher = this.launcher;
+    this.dispose();
+    if (launcher === null || launcher.exited) return Promise.resolve();
+    // SIGKILL makes this quick; the timer is only a safety net.
+    return settledWithin(launcher.gone, 1000).then(() => {});
+  }
+
+  /** Synchronous part of close(), also safe in a process 'exit' handler. Idempotent. */
   dispose(): void {
+    this.closed = true;
     const launcher = this.launcher;
     this.launcher = null;
     if (launcher !== null && !launcher.exited) killGroup(launcher.pgid, "SIGKILL");
@@ -205,7 +268,7 @@ export class Worker {
     }
   }
 
-  private signal(step: Running, sig: NodeJS.Signals): void {
+  private signalStep(step: Running, sig: NodeJS.Signals): void {
     if (!step.started) {
       // See the header: held back until the launcher reports the step's subshell.
       step.pending = sig;
@@ -219,31 +282,24 @@ export class Worker {
     return path.charCodeAt(0) === 47 /* "/" */ ? path : this.prefix + path;
   }
 
-  private run(id: number, req: RunRequest): void {
-    if (this.running !== null) {
-      // The pool never does this; answering keeps a buggy director from hanging forever.
-      this.io.send({ type: "result", id, result: failedResult(req, "Worker is busy with another step") });
-      return;
-    }
-    const start = performance.now();
-    const inputs = req.inputs;
-    const inputHashes: Array<FileHash | null> = new Array<FileHash | null>(inputs.length);
+  /** Inputs are hashed: report invalid ones, or check the workdir and start the command. */
+  private launch(req: RunRequest, done: (result: RunResult) => void, start: number, outcomes: HashOutcome[]): void {
+    const inputHashes: Array<FileHash | null> = new Array<FileHash | null>(outcomes.length);
     let invalidInputs: string[] | undefined;
-    for (let i = 0; i < inputs.length; i++) {
-      const inp = inputs[i]!;
-      const outcome = hashPath(this.abs(inp.path), inp.path.endsWith("/"), inp.known);
+    for (let i = 0; i < outcomes.length; i++) {
+      const outcome = outcomes[i]!;
       if (outcome.kind === "ok") {
         inputHashes[i] = outcome.hash;
-      } else {
-        inputHashes[i] = null;
-        (invalidInputs ??= []).push(
-          outcome.kind === "missing" ? `Path does not exist: ${inp.path}` : `${outcome.message}: ${inp.path}`,
-        );
+        continue;
       }
+      inputHashes[i] = null;
+      const path = req.inputs[i]!.path;
+      (invalidInputs ??= []).push(
+        outcome.kind === "missing" ? `Path does not exist: ${path}` : `${outcome.message}: ${path}`,
+      );
     }
     if (invalidInputs !== undefined) {
-      const result = { ...emptyResult(req, performance.now() - start), invalidInputs, inputHashes };
-      this.io.send({ type: "result", id, result });
+      done({ ...emptyResult(req, performance.now() - start), invalidInputs, inputHashes });
       return;
     }
 
@@ -253,8 +309,7 @@ export class Worker {
       cwd = this.abs(req.workdir);
       const problem = cwdProblem(cwd, req.workdir);
       if (problem !== null) {
-        const result = { ...emptyResult(req, performance.now() - start), inputHashes, spawnError: problem };
-        this.io.send({ type: "result", id, result });
+        done({ ...emptyResult(req, performance.now() - start), inputHashes, spawnError: problem });
         return;
       }
     }
@@ -262,7 +317,7 @@ export class Worker {
     const snippet = stepSnippet(effectiveCommand(req.command, this.tsNode, this.tsLoader), cwd, req.env);
     let lines = 1;
     for (let i = snippet.indexOf("\n"); i >= 0; i = snippet.indexOf("\n", i + 1)) lines++;
-    this.dispatch({ id, req, inputHashes, start, request: `${lines}\n${snippet}\n`, retried: false });
+    this.dispatch({ req, done, inputHashes, start, request: `${lines}\n${snippet}\n`, retried: false });
   }
 
   /** Hand `step` to the launcher, starting one if needed. */
@@ -271,16 +326,16 @@ export class Worker {
     try {
       launcher = this.launcher ?? this.startLauncher();
     } catch (err) {
+      this.stage = { kind: "idle" };
       const message = `Could not start /bin/sh: ${err instanceof Error ? err.message : String(err)}`;
-      const result = {
+      step.done({
         ...emptyResult(step.req, performance.now() - step.start),
         inputHashes: step.inputHashes,
         spawnError: message,
-      };
-      this.io.send({ type: "result", id: step.id, result });
+      });
       return;
     }
-    this.running = { ...step, launcher, started: false, pending: null, delivered: null };
+    this.stage = { kind: "running", step: { ...step, launcher, started: false, pending: null, delivered: null } };
     launcher.proc.stdin!.write(step.request);
   }
 
@@ -293,8 +348,8 @@ export class Worker {
     const proc = spawn("/bin/sh", ["-c", LAUNCHER_SCRIPT, "tsup-launcher", stdoutFile, stderrFile], {
       cwd: this.root,
       // Steps write to their own files; all the launcher itself would print is the shell's
-      // "Terminated" notice for a step killed by a signal.
-      stdio: ["pipe", "pipe", "ignore"],
+      // "Terminated" notice for a step killed by a signal. fd 3 is the watchdog's pipe.
+      stdio: ["pipe", "pipe", "ignore", "pipe"],
       // New session and process group: terminal signals do not reach steps directly (the
       // director forwards them), and the group is what kill and cleanup address.
       detached: true,
@@ -304,18 +359,29 @@ export class Worker {
       proc.on("error", () => {});
       throw new Error("spawn failed");
     }
-    const launcher: Launcher = { proc, stdoutFile, stderrFile, pgid: proc.pid, buf: "", exited: false };
+    let markGone!: () => void;
+    const gone = new Promise<void>((r) => (markGone = r));
+    const launcher: Launcher = { proc, stdoutFile, stderrFile, pgid: proc.pid, buf: "", exited: false, gone };
     this.launcher = launcher;
     proc.stdout!.setEncoding("latin1");
     proc.stdout!.on("data", (chunk: string) => this.onLauncherOutput(launcher, chunk));
     // EPIPE when the launcher died: its 'close' reports the step.
     proc.stdin!.on("error", () => {});
+    const watchdogPipe = proc.stdio[3];
+    if (watchdogPipe) {
+      watchdogPipe.on("error", () => {});
+      // Only its existence matters; it must not keep the director's event loop alive.
+      (watchdogPipe as unknown as { unref?: () => void }).unref?.();
+    }
     proc.on("error", () => {});
     proc.on("exit", () => {
       launcher.exited = true;
+      // Our end of the watchdog's pipe: closing it makes the watchdog clear out the dead
+      // launcher's group, and lets 'close' fire (it waits for every pipe of the child).
+      watchdogPipe?.destroy();
+      markGone();
     });
     proc.on("close", () => this.onLauncherGone(launcher));
-    this.io.send({ type: "launcher", pgid: launcher.pgid });
     return launcher;
   }
 
@@ -325,11 +391,12 @@ export class Worker {
     while ((nl = launcher.buf.indexOf("\n")) >= 0) {
       const line = launcher.buf.slice(0, nl);
       launcher.buf = launcher.buf.slice(nl + 1);
-      const step = this.running;
-      if (step === null || step.launcher !== launcher) continue;
+      const stage = this.stage;
+      if (stage.kind !== "running" || stage.step.launcher !== launcher) continue;
+      const step = stage.step;
       if (line === "+") {
         step.started = true;
-        if (step.pending !== null) this.signal(step, step.pending);
+        if (step.pending !== null) this.signalStep(step, step.pending);
         continue;
       }
       const status = Number(line);
@@ -340,24 +407,24 @@ export class Worker {
 
   private onLauncherGone(launcher: Launcher): void {
     if (this.launcher === launcher) this.launcher = null;
-    const step = this.running;
-    if (step === null || step.launcher !== launcher || this.exiting) return;
-    if (!step.retried && step.pending === null && !step.started) {
+    // Whatever is left in a dead launcher's group (its watchdog, steps' background processes)
+    // belongs to no one any more.
+    killGroup(launcher.pgid, "SIGKILL");
+    const stage = this.stage;
+    if (stage.kind !== "running" || stage.step.launcher !== launcher) return;
+    const step = stage.step;
+    if (!this.closed && !step.retried && step.pending === null && !step.started) {
       // The launcher died (killed from outside, say by an earlier step's `kill -9 0`) before it
       // started this step: nothing of the step ran yet, so a fresh launcher can run it.
-      this.running = null;
       this.dispatch({ ...step, retried: true });
       return;
     }
-    // Killed together with the step (SIGKILL cannot be trapped), or died on its own. In the
-    // latter case the step may still run in the group: nothing is waiting for it any more.
-    if (step.delivered === null) killGroup(launcher.pgid, "SIGKILL");
+    if (this.closed && step.delivered === null) step.delivered = "SIGKILL";
     this.finish(step, null);
   }
 
   /** `status` is the launcher's report (0-255), or null when the launcher died. */
   private finish(step: Running, status: number | null): void {
-    this.running = null;
     const durationMs = performance.now() - step.start;
     let exitCode: number | null = status;
     let signal: string | null = null;
@@ -370,21 +437,40 @@ export class Worker {
       signal = step.delivered;
     }
     const req = step.req;
-    this.io.send({
-      type: "result",
-      id: step.id,
-      result: {
-        exitCode,
-        signal,
-        stdout: readOutput(step.launcher.stdoutFile),
-        stderr: readOutput(step.launcher.stderrFile),
-        durationMs,
-        invalidInputs: NO_STRINGS,
-        inputHashes: step.inputHashes,
-        changedInputs: this.changedInputs(req, step.inputHashes),
-        outputHashes: this.hashOutputs(req),
-        spawnError: status === null && step.delivered === null ? "The step's launcher shell died" : null,
-      },
+    const result: RunResult = {
+      exitCode,
+      signal,
+      stdout: readOutput(step.launcher.stdoutFile),
+      stderr: readOutput(step.launcher.stderrFile),
+      durationMs,
+      invalidInputs: NO_STRINGS,
+      inputHashes: step.inputHashes,
+      changedInputs: this.changedInputs(req, step.inputHashes),
+      outputHashes: NO_HASHES,
+      spawnError: status === null && step.delivered === null ? "The step's launcher shell died" : null,
+    };
+    const outputs = req.outputs;
+    const outcomes: Array<HashOutcome | LargeFile> = new Array<HashOutcome | LargeFile>(outputs.length);
+    let large = false;
+    for (let i = 0; i < outputs.length; i++) {
+      const o = outputs[i]!;
+      const outcome = hashPathUpTo(this.abs(o.path), o.path.endsWith("/"), o.known, LARGE_FILE_BYTES);
+      if (outcome.kind === "large") large = true;
+      outcomes[i] = outcome;
+    }
+    if (!large) {
+      this.stage = { kind: "idle" };
+      result.outputHashes = outputHashes(outcomes as HashOutcome[]);
+      step.done(result);
+      return;
+    }
+    // Stay busy until the outputs are hashed: the next step may well read them.
+    const stage: Stage = { kind: "hashing", signal: null };
+    this.stage = stage;
+    void Promise.all(outcomes.map((o) => (o.kind === "large" ? hashLargeFile(o) : o))).then((hashed) => {
+      if (this.stage === stage) this.stage = { kind: "idle" };
+      result.outputHashes = outputHashes(hashed);
+      step.done(result);
     });
   }
 
@@ -407,21 +493,26 @@ export class Worker {
     }
     return changed ?? NO_STRINGS;
   }
-
-  private hashOutputs(req: RunRequest): Array<FileHash | null> {
-    const outputs = req.outputs;
-    const hashes = new Array<FileHash | null>(outputs.length);
-    for (let i = 0; i < outputs.length; i++) {
-      const o = outputs[i]!;
-      const outcome = hashPath(this.abs(o.path), o.path.endsWith("/"), o.known);
-      hashes[i] = outcome.kind === "ok" ? outcome.hash : null;
-    }
-    return hashes;
-  }
 }
 
-/** Shared empty array: results are serialized right away, never mutated. */
+function outputHashes(outcomes: HashOutcome[]): Array<FileHash | null> {
+  return outcomes.map((o) => (o.kind === "ok" ? o.hash : null));
+}
+
+/** True when `p` settled within `ms`. */
+export function settledWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    void p.then(() => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+}
+
+/** Shared empty arrays: nobody mutates a result's arrays. */
 const NO_STRINGS: string[] = [];
+const NO_HASHES: Array<FileHash | null> = [];
 
 function killGroup(pgid: number, sig: NodeJS.Signals): void {
   try {
