@@ -22,7 +22,8 @@ import { compilePattern, type CompiledPattern } from "../glob/pattern.js";
 /** What the session needs from the worker pool (src/workers/pool.ts implements it). */
 export interface Runner {
   idleCount(): number;
-  run(request: RunRequest): Promise<RunResult>;
+  /** `exited` is called when the command is over, possibly before the result settles. */
+  run(request: RunRequest, exited?: () => void): Promise<RunResult>;
 }
 
 export interface SessionOptions {
@@ -61,6 +62,13 @@ export class Session implements RpcHandler {
   private readyHead = 0;
   /** Running steps with the time they started (ms, from opts.now). */
   readonly running = new Map<StepNode, number>();
+  /**
+   * Steps whose command is over but whose result is not recorded yet. While there are any, the
+   * START lines of steps started in the meantime wait (deferredStarts), so that the log never
+   * shows a step of a pool starting before the previous one in that pool has finished.
+   */
+  private unfinished = 0;
+  private readonly deferredStarts: TsupEvent[] = [];
   private pumpScheduled = false;
   private idleWaiters: Array<() => void> = [];
   stopping = false;
@@ -191,6 +199,11 @@ export class Session implements RpcHandler {
     this.ready.length = 0;
     this.readyHead = 0;
     this.files.endBatch();
+    this.startQueued();
+  }
+
+  /** Start queued steps (already past their skip check) on idle workers. */
+  private startQueued(): void {
     if (this.stopping) return;
     while (this.opts.runner.idleCount() > 0) {
       const next = this.scheduler.next();
@@ -302,11 +315,24 @@ export class Session implements RpcHandler {
     step.amendedEnv.clear();
     this.graph.dropAmended(step);
     const started = this.opts.now();
-    this.opts.sink.emit({ kind: "start", step: this.ref(step), time: started });
+    const startEvent: TsupEvent = { kind: "start", step: this.ref(step), time: started };
+    if (this.unfinished > 0) this.deferredStarts.push(startEvent);
+    else this.opts.sink.emit(startEvent);
     let result: RunResult;
     const request = this.requestFor(step);
+    // The pool slot is free as soon as the command is over; the next queued step can start on
+    // the lane while this one's outputs are hashed and recorded.
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      this.unfinished++;
+      this.running.delete(step);
+      this.scheduler.done(pool);
+      this.startQueued();
+    };
     try {
-      result = await this.opts.runner.run(request);
+      result = await this.opts.runner.run(request, release);
     } catch (err) {
       result = {
         exitCode: null,
@@ -321,10 +347,13 @@ export class Session implements RpcHandler {
         spawnError: (err as Error).message,
       };
     }
-    this.running.delete(step);
-    this.scheduler.done(pool);
+    release();
     this.counts.ran++;
     this.complete(step, request, result);
+    if (--this.unfinished === 0) {
+      for (const event of this.deferredStarts) this.opts.sink.emit(event);
+      this.deferredStarts.length = 0;
+    }
     this.schedulePump();
   }
 

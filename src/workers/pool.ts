@@ -57,8 +57,10 @@ export class WorkerPool {
   /**
    * Run one step on an idle lane. Only call when idleCount() > 0. Never rejects for anything the
    * step does: a launcher that dies is reported in the result and replaced for later runs.
+   * `exited` is called once the command is over and its lane already counts as idle, before the
+   * result settles (see Worker.run): the caller can start the next step on that lane right away.
    */
-  run(req: RunRequest): Promise<RunResult> {
+  run(req: RunRequest, exited?: () => void): Promise<RunResult> {
     if (this.closing) return Promise.reject(new Error("WorkerPool is closed"));
     // Prefer a lane whose launcher already runs; a fresh one costs a spawn.
     let lane: Worker | undefined;
@@ -75,13 +77,24 @@ export class WorkerPool {
     let settled!: () => void;
     const over = new Promise<void>((r) => (settled = r));
     this.inFlight.add(over);
+    let free = false;
+    const release = (): void => {
+      if (free) return;
+      free = true;
+      this.busy--;
+      exited?.();
+    };
     return new Promise<RunResult>((resolve) => {
-      lane.run(req, (result) => {
-        this.busy--;
-        this.inFlight.delete(over);
-        settled();
-        resolve(result);
-      });
+      lane.run(
+        req,
+        (result) => {
+          release();
+          this.inFlight.delete(over);
+          settled();
+          resolve(result);
+        },
+        release,
+      );
     });
   }
 

@@ -139,6 +139,8 @@ interface Launcher {
 interface Step {
   req: RunRequest;
   done: (result: RunResult) => void;
+  /** Called once the command is over and the lane free, before the result is complete. */
+  exited: (() => void) | undefined;
   inputHashes: Array<FileHash | null>;
   start: number;
   /** What the launcher is sent: the line count, then the snippet. */
@@ -195,8 +197,13 @@ export class Worker {
   /**
    * Run one step; `done` receives its result exactly once. Only call when not busy. A step whose
    * inputs are all small and unchanged is handed to the launcher before run() returns.
+   *
+   * `exited`, if given, is called as soon as the command is over and this lane is free again,
+   * before the outputs are hashed and `done` is called. It may call run() for the next step right
+   * away: the launcher then starts that step while the director is still busy with the
+   * bookkeeping of this one, which keeps the director's round trip off each lane's critical path.
    */
-  run(req: RunRequest, done: (result: RunResult) => void): void {
+  run(req: RunRequest, done: (result: RunResult) => void, exited?: () => void): void {
     if (this.closed) {
       done(failedResult(req, "The worker pool is closed"));
       return;
@@ -217,7 +224,7 @@ export class Worker {
       outcomes[i] = outcome;
     }
     if (!large) {
-      this.launch(req, done, start, outcomes as HashOutcome[]);
+      this.launch(req, done, exited, start, outcomes as HashOutcome[]);
       return;
     }
     const stage: Stage = { kind: "hashing", signal: null };
@@ -228,10 +235,11 @@ export class Worker {
       if (this.closed || stage.signal !== null) {
         // Interrupted before the command started: it never ran.
         const result = emptyResult(req, performance.now() - start);
+        exited?.();
         done({ ...result, signal: stage.signal ?? "SIGKILL" });
         return;
       }
-      this.launch(req, done, start, hashed);
+      this.launch(req, done, exited, start, hashed);
     });
   }
 
@@ -283,7 +291,14 @@ export class Worker {
   }
 
   /** Inputs are hashed: report invalid ones, or check the workdir and start the command. */
-  private launch(req: RunRequest, done: (result: RunResult) => void, start: number, outcomes: HashOutcome[]): void {
+  private launch(
+    req: RunRequest,
+    done: (result: RunResult) => void,
+    exited: (() => void) | undefined,
+    start: number,
+    outcomes: HashOutcome[],
+  ): void {
+    this.stage = { kind: "idle" };
     const inputHashes: Array<FileHash | null> = new Array<FileHash | null>(outcomes.length);
     let invalidInputs: string[] | undefined;
     for (let i = 0; i < outcomes.length; i++) {
@@ -299,6 +314,7 @@ export class Worker {
       );
     }
     if (invalidInputs !== undefined) {
+      exited?.();
       done({ ...emptyResult(req, performance.now() - start), invalidInputs, inputHashes });
       return;
     }
@@ -309,6 +325,7 @@ export class Worker {
       cwd = this.abs(req.workdir);
       const problem = cwdProblem(cwd, req.workdir);
       if (problem !== null) {
+        exited?.();
         done({ ...emptyResult(req, performance.now() - start), inputHashes, spawnError: problem });
         return;
       }
@@ -317,7 +334,7 @@ export class Worker {
     const snippet = stepSnippet(effectiveCommand(req.command, this.tsNode, this.tsLoader), cwd, req.env);
     let lines = 1;
     for (let i = snippet.indexOf("\n"); i >= 0; i = snippet.indexOf("\n", i + 1)) lines++;
-    this.dispatch({ req, done, inputHashes, start, request: `${lines}\n${snippet}\n`, retried: false });
+    this.dispatch({ req, done, exited, inputHashes, start, request: `${lines}\n${snippet}\n`, retried: false });
   }
 
   /** Hand `step` to the launcher, starting one if needed. */
@@ -328,6 +345,7 @@ export class Worker {
     } catch (err) {
       this.stage = { kind: "idle" };
       const message = `Could not start /bin/sh: ${err instanceof Error ? err.message : String(err)}`;
+      step.exited?.();
       step.done({
         ...emptyResult(step.req, performance.now() - step.start),
         inputHashes: step.inputHashes,
@@ -437,11 +455,16 @@ export class Worker {
       signal = step.delivered;
     }
     const req = step.req;
+    // The output files are reused by this lane's next step: read them before it can start.
+    const stdout = readOutput(step.launcher.stdoutFile);
+    const stderr = readOutput(step.launcher.stderrFile);
+    this.stage = { kind: "idle" };
+    step.exited?.();
     const result: RunResult = {
       exitCode,
       signal,
-      stdout: readOutput(step.launcher.stdoutFile),
-      stderr: readOutput(step.launcher.stderrFile),
+      stdout,
+      stderr,
       durationMs,
       invalidInputs: NO_STRINGS,
       inputHashes: step.inputHashes,
@@ -459,16 +482,11 @@ export class Worker {
       outcomes[i] = outcome;
     }
     if (!large) {
-      this.stage = { kind: "idle" };
       result.outputHashes = outputHashes(outcomes as HashOutcome[]);
       step.done(result);
       return;
     }
-    // Stay busy until the outputs are hashed: the next step may well read them.
-    const stage: Stage = { kind: "hashing", signal: null };
-    this.stage = stage;
     void Promise.all(outcomes.map((o) => (o.kind === "large" ? hashLargeFile(o) : o))).then((hashed) => {
-      if (this.stage === stage) this.stage = { kind: "idle" };
       result.outputHashes = outputHashes(hashed);
       step.done(result);
     });

@@ -531,8 +531,6 @@ describe("cost", () => {
       `100k entries: append ${appendMs.toFixed(0)} ms (${((1000 * appendMs) / n).toFixed(2)} µs each), ` +
         `read ${readMs.toFixed(0)} ms, apply ${applyMs.toFixed(0)} ms, ${(size / n).toFixed(0)} bytes each`,
     );
-    // Generous bounds for a loaded machine; the figures above are what matters.
-    assert.ok(appendMs < 3000, `append took ${appendMs} ms`);
-    assert.ok(readMs + applyMs < 5000, `read + apply took ${readMs + applyMs} ms`);
+    // No timing assertions (a loaded machine makes them flaky): speed is measured in bench/.
   });
 });
