@@ -1,7 +1,6 @@
-// CPU profiles of every node process of one tsup run: the director, the plan and the workers.
-// `node --cpu-prof` would only reach the director (the workers are forked with an empty
-// execArgv, and NODE_OPTIONS refuses --cpu-prof), so the benchmark puts this module in
-// NODE_OPTIONS as `--import <this>` instead. It starts V8's sampling profiler through the
+// CPU profiles of every node process of one tsup run: the director and the plan(s).
+// `node --cpu-prof` would only reach the director (NODE_OPTIONS refuses --cpu-prof, so it
+// cannot reach the plan), so the benchmark puts this module in NODE_OPTIONS as `--import <this>` instead. It starts V8's sampling profiler through the
 // in-process inspector and writes <role>-<pid>.cpuprofile into TSUP_BENCH_PROFILE_DIR on exit.
 // In-thread inspector sessions answer synchronously, which is what makes an exit handler work.
 // Next to it goes <role>-<pid>.usage.json (process.resourceUsage(): CPU of all the process's
@@ -13,7 +12,7 @@ import { basename, join } from "node:path";
 const dir = process.env.TSUP_BENCH_PROFILE_DIR;
 if (dir) {
   const script = basename(process.argv[1] ?? "");
-  const role = script === "tsup.js" ? "director" : script.startsWith("worker-main") ? "worker" : "plan";
+  const role = script === "tsup.js" ? "director" : "plan";
   const session = new Session();
   session.connect();
   session.post("Profiler.enable");

@@ -300,7 +300,7 @@ export function render(r: Results): string {
     out.push(
       "Director = the top tsup node process (its own VmHWM and CPU time, written at exit by " +
         "`bench/director-probe.mjs`). Tree = `/usr/bin/time -f %M`, the largest ru_maxrss of all " +
-        "waited-for processes (director, plan, workers, commands). Load and save are read off the `-s` " +
+        "waited-for processes (director, plan, launcher shells, commands). Load and save are read off the `-s` " +
         "timestamps: load is when `WORKFLOW │ Loaded` was printed (seconds since tsup's reporter " +
         "started), save the gap between the last event and `WORKFLOW │ Dumped` (it also covers the " +
         "final summary and the check for obsolete outputs). A no-op run writes no state, so it has no save.",
@@ -352,7 +352,7 @@ export function render(r: Results): string {
         ["saveState", `${secs(median(io.saveS))} s`, io.saveS.map(secs).join(", ")],
         ["saveState again", `${secs(median(io.saveAgainS))} s`, io.saveAgainS.map(secs).join(", ")],
         ["Save inside the one-changed run (from `-s`)", `${secs(med(s, "flat", io.n, "tsup", "changed", "saveS"))} s`, ""],
-        ["One-changed run minus no-op run", noop !== null && changed !== null ? `${secs(changed - noop)} s` : "n/a", "saving, one step, starting the workers"],
+        ["One-changed run minus no-op run", noop !== null && changed !== null ? `${secs(changed - noop)} s` : "n/a", "saving, one step, starting a launcher shell"],
       ]),
       "",
     );

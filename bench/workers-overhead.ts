@@ -1,12 +1,11 @@
 // Per-step overhead of the worker pool: N tiny `cp` steps through a pool of W workers, against
 // `xargs -P W` running the same commands through `sh -c` (about what ninja pays per step), and
 // against one node process spawning them with child_process.spawn() (what the workers would pay
-// without their shell launcher, see src/workers/worker.ts). Wall time and total CPU time (this
+// without the shell launchers, see src/workers/worker.ts). Wall time and total CPU time (this
 // process plus all reaped descendants) are reported, median and minimum over the rounds.
 // Temp dirs follow TMPDIR: compare with TMPDIR=/dev/shm to take the file system out of it.
 //
 // Run: node --import tsx bench/workers-overhead.ts [steps=2000] [workers=2] [rounds=3] [only]
-// (or compiled, which avoids loading tsx into the workers).
 import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -52,7 +51,7 @@ async function measure(body: (dir: string) => Promise<void> | void): Promise<Sam
   return sample;
 }
 
-/** Includes forking the workers and closing the pool: that is what a build pays. */
+/** Includes starting the launchers and closing the pool: that is what a build pays. */
 const viaPool = (dir: string): Promise<void> =>
   (async () => {
     const pool = new WorkerPool({
@@ -60,10 +59,6 @@ const viaPool = (dir: string): Promise<void> =>
       root: dir,
       tsNode: process.execPath,
       tsLoader: "tsx",
-      // From sources (tsx) the worker runs from sources too; compiled, the default entry is used.
-      ...(import.meta.url.endsWith(".ts")
-        ? { workerEntry: new URL("../src/workers/worker-main.ts", import.meta.url).pathname }
-        : {}),
     });
     let next = 0;
     let failed = 0;

@@ -1,7 +1,7 @@
 // The command line. This is the only module that reads process.argv and process.env, installs
 // signal handlers, picks the reporter and decides the exit status.
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
-import { statSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -27,13 +27,24 @@ interface BuildFlags {
   json?: boolean;
 }
 
+/** The version in tsup's own package.json (two folders up from dist/cli/ and src/cli/). */
+function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version?: unknown };
+    return typeof pkg.version === "string" ? pkg.version : "unknown";
+  } catch {
+    return "unknown";
+  }
+}
+
 function program(): Command {
   const cmd = new Command("tsup")
     .description("Run the workflow declared in plan.ts, skipping steps whose inputs did not change.")
+    .version(packageVersion(), "-V, --version", "print the version of tsup and exit")
     .argument("[plan]", "the plan file, in the root folder", "plan.ts")
     .option("-n, --non-interactive", "run once and exit (no watching, no keys)")
     .addOption(
-      new Option("-w, --workers <n>", "worker processes: a count (4) or a fraction of the CPUs (0.5)")
+      new Option("-w, --workers <n>", "steps that may run at once: a count (4) or a fraction of the CPUs (0.5)")
         .argParser((v) => parseWorkers(v))
         .default(availableParallelism(), "number of CPUs"),
     )

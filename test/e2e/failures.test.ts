@@ -249,6 +249,17 @@ describe("command line", () => {
     assert.ok(!existsSync(p.path(".stepup")));
   });
 
+  test("--version prints the package version and exits 0, even without a plan", async () => {
+    const p = fresh();
+    const version = (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version;
+    for (const flag of ["--version", "-V"]) {
+      const r = await tsup(p.dir, [flag]);
+      assert.equal(r.code, 0, show(r));
+      assert.equal(r.stdout, `${version}\n`);
+    }
+    assert.ok(!existsSync(p.path(".stepup")));
+  });
+
   test("bad worker counts are usage errors", async () => {
     const p = fresh({ "plan.ts": `${imports}` });
     for (const w of ["0", "abc", "0.1"]) {
