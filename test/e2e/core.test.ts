@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, utimesSync } from "node:fs";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { freshProjects, REPO, show, tsup, withAction } from "./harness.js";
+import { freshProjects, parseLines, REPO, show, tsup, withAction } from "./harness.js";
 
 const fresh = freshProjects();
 
@@ -213,6 +213,31 @@ for (const c of ["A", "B", "C"]) {
     assert.equal(again.code, 0, show(again));
     assert.equal(withAction(again, "SKIP").length, 4, show(again));
     assert.ok(again.ms < 5000);
+  });
+
+  test("the log shows the steps of a pool of 1, and of -w1, one after the other", async () => {
+    // A worker takes its next step as soon as the command is over, before the last one's result
+    // is recorded; the START line must still come after the SUCCESS it waited for.
+    const p = fresh({
+      "plan.ts": `
+import { pool, step } from "tsup-flow";
+pool("one", 1);
+for (let i = 0; i < 8; i++) step(\`echo p\${i}\`, { pool: "one" });
+`,
+    });
+    const sequence = (stdout: string, prefix: string): string[] =>
+      parseLines(stdout)
+        .filter(([action, what]) => (action === "START" || action === "SUCCESS") && what.startsWith(prefix))
+        .map(([action]) => action);
+    const alternating = (n: number): string[] => Array.from({ length: 2 * n }, (_, i) => (i % 2 === 0 ? "START" : "SUCCESS"));
+    const r = await tsup(p.dir, ["-n", "-w4"]);
+    assert.equal(r.code, 0, show(r));
+    assert.deepEqual(sequence(r.stdout, "echo p"), alternating(8), show(r));
+
+    p.write("plan.ts", `import { step } from "tsup-flow";\nfor (let i = 0; i < 8; i++) step(\`echo q\${i}\`);\n`);
+    const w1 = await tsup(p.dir, ["-n", "-w1"]);
+    assert.equal(w1.code, 0, show(w1));
+    assert.deepEqual(sequence(w1.stdout, ""), alternating(9), show(w1));
   });
 
   test("an undefined pool is an error naming the plan line", async () => {
