@@ -2,7 +2,7 @@
 // kept across runs so the stat shortcut works on restart.
 import { isAbsPath, isDirPath } from "../paths.js";
 import { hashPath, type HashOutcome } from "../state/filehash.js";
-import type { FileHash } from "../state/types.js";
+import { keptHash, type FileHash } from "../state/types.js";
 
 export class FileTable {
   constructor(
@@ -25,13 +25,22 @@ export class FileTable {
    * Outside a batch (results of running steps) every directory is looked at afresh.
    */
   private batchDirs: Map<string, HashOutcome> | null = null;
+  /**
+   * Files looked at during the current batch. A skipped plan checks the static files it
+   * declared, and the skip checks of the steps it replays then look at the same inputs again in
+   * the same batch: one stat() per file and batch is enough, as for directories. Results of
+   * running steps (remember) replace the entry.
+   */
+  private batchFiles: Map<string, HashOutcome> | null = null;
 
   beginBatch(): void {
     this.batchDirs = new Map();
+    this.batchFiles = new Map();
   }
 
   endBatch(): void {
     this.batchDirs = null;
+    this.batchFiles = null;
   }
 
   /** Hash `path` now (stat shortcut first) and remember the result. */
@@ -44,12 +53,15 @@ export class FileTable {
       }
       return outcome;
     }
+    const seen = this.batchFiles?.get(path);
+    if (seen) return seen;
     const known = this.hashes.get(path);
-    const outcome = hashPath(this.abs(path), isDirPath(path), known);
+    const outcome = hashPath(this.abs(path), false, known);
     if (outcome.kind === "ok" && outcome.hash !== known) {
-      this.hashes.set(path, outcome.hash);
+      this.hashes.set(path, keptHash(outcome.hash));
       this.changed = true;
     }
+    this.batchFiles?.set(path, outcome);
     return outcome;
   }
 
@@ -59,8 +71,9 @@ export class FileTable {
 
   remember(path: string, hash: FileHash | null): void {
     if (hash && !isDirPath(path)) {
-      this.hashes.set(path, hash);
+      this.hashes.set(path, keptHash(hash));
       this.changed = true;
     }
+    this.batchFiles?.delete(path);
   }
 }

@@ -4,7 +4,7 @@ import { rmdirSync, unlinkSync } from "node:fs";
 import { describeStep, type EventSink, type Page } from "../events.js";
 import { isDirPath } from "../paths.js";
 import { hashPath, sameContent } from "../state/filehash.js";
-import type { FileHash, SavedState, SavedStep } from "../state/types.js";
+import type { FileHash, Fingerprint, SavedState, SavedStep } from "../state/types.js";
 import { stepKey, type FileNode, type StepNode } from "../workflow/graph.js";
 import type { Session } from "./session.js";
 
@@ -182,28 +182,57 @@ function keyOf(record: SavedStep): string {
 export function stateToSave(session: Session, complete: boolean): SavedState {
   const steps: SavedStep[] = [];
   const index = new Map<StepNode, number>();
-  const relevantFiles = new Set<string>();
+  // Filled in the order the paths are first met, without a set of paths beside it.
+  const files = new Map<string, FileHash>();
+  const relevant = (path: string): void => {
+    if (files.has(path)) return;
+    const hash = session.files.known(path);
+    if (hash) files.set(path, hash);
+  };
   for (const step of session.graph.steps.values()) {
     index.set(step, steps.length);
     steps.push(savedStep(step, step.creator ? index.get(step.creator) ?? -1 : -1, session.definedStepsBefore(step)));
-    for (const f of step.requires) relevantFiles.add(f.path);
-    for (const f of step.outputs) relevantFiles.add(f.path);
+    for (const f of step.requires) relevant(f.path);
+    for (const f of step.outputs) relevant(f.path);
   }
   if (!complete) {
     for (const record of session.oldSteps) {
       if (session.graph.steps.has(keyOf(record))) continue;
       steps.push({ ...record, creator: -1, orphan: true });
       for (const p of [...record.inp, ...record.out, ...(record.amended?.inp ?? []), ...(record.amended?.out ?? [])]) {
-        relevantFiles.add(p);
+        relevant(p);
       }
     }
   }
-  const files = new Map<string, FileHash>();
-  for (const path of relevantFiles) {
-    const hash = session.files.known(path);
-    if (hash) files.set(path, hash);
-  }
   return { files, steps };
+}
+
+/** Whether `r` holds exactly what savedStep would make for `step` (without amended information). */
+function unchangedRecord(r: SavedStep, step: StepNode, creator: number, fingerprint: Fingerprint | null): boolean {
+  const d = step.def;
+  const p = step.products;
+  return (
+    r.amended === null &&
+    !r.orphan &&
+    r.creator === creator &&
+    r.fingerprint === fingerprint &&
+    r.command === d.command &&
+    r.workdir === d.workdir &&
+    r.inp === d.inp &&
+    r.out === d.out &&
+    r.vol === d.vol &&
+    r.env === d.env &&
+    r.pool === d.pool &&
+    r.optional === d.optional &&
+    r.block === d.block &&
+    bothEmptyOrSame(r.statics, p.statics) &&
+    bothEmptyOrSame(r.pools, p.pools) &&
+    bothEmptyOrSame(r.globs, step.globs)
+  );
+}
+
+function bothEmptyOrSame(a: readonly unknown[], b: readonly unknown[]): boolean {
+  return a === b || (a.length === 0 && b.length === 0);
 }
 
 /** The record of one live step; also what the journal (persistence.ts) writes when a step succeeds. */
@@ -223,14 +252,18 @@ export function savedStep(step: StepNode, creator: number, definedStepsBefore: b
   }
   // Outputs of unneeded optional steps are cleaned, so their fingerprints no longer hold.
   if (step.mandatory === "no") fingerprint = null;
-  const amendedEnv = [...step.amendedEnv].sort();
-  const amended = {
-    inp: [...step.amended.inp].sort(),
-    out: [...step.amended.out].sort(),
-    vol: [...step.amended.vol].sort(),
-    env: amendedEnv,
-  };
-  const hasAmended = amended.inp.length + amended.out.length + amended.vol.length + amended.env.length > 0;
+  // Most steps amend nothing: no four sorted copies of empty lists for them.
+  const a = step.amended;
+  const hasAmended = a.inp.length + a.out.length + a.vol.length + step.amendedEnv.size > 0;
+  const amended = hasAmended
+    ? { inp: [...a.inp].sort(), out: [...a.out].sort(), vol: [...a.vol].sort(), env: [...step.amendedEnv].sort() }
+    : null;
+  const r = step.record;
+  if (r !== null && amended === null && unchangedRecord(r, step, creator, fingerprint)) {
+    // A skipped step usually saves exactly its loaded record: keep that object rather than
+    // allocate an equal one (100,000 records at the moment the director's memory peaks).
+    return r;
+  }
   return {
     command: step.def.command,
     workdir: step.def.workdir,
@@ -246,7 +279,7 @@ export function savedStep(step: StepNode, creator: number, definedStepsBefore: b
     statics: step.products.statics,
     pools: step.products.pools,
     globs: step.globs,
-    amended: hasAmended ? amended : null,
+    amended,
     fingerprint,
   };
 }

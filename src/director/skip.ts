@@ -4,7 +4,7 @@
 import type { Page } from "../events.js";
 import { computeDigest, computeFingerprint, explainChanges, type FingerprintArgs } from "../state/fingerprint.js";
 import { equalBytes } from "../state/filehash.js";
-import type { FileHash, Fingerprint } from "../state/types.js";
+import { keepFingerprint, type FileHash, type Fingerprint } from "../state/types.js";
 import type { StepNode } from "../workflow/graph.js";
 import type { FileTable } from "./files.js";
 
@@ -20,7 +20,8 @@ export function fingerprintOf(
   inputs: Array<[string, FileHash]>,
   outputs: Array<[string, FileHash]>,
 ): Fingerprint {
-  return computeFingerprint(fingerprintArgs(step, env, values, inputs, outputs));
+  // Kept until the end of the session (and saved): digests into slabs, not 6 buffers per step.
+  return keepFingerprint(computeFingerprint(fingerprintArgs(step, env, values, inputs, outputs)));
 }
 
 function fingerprintArgs(

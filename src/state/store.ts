@@ -19,7 +19,9 @@
 //   ~40-100 MB/s on the rest). So the file is two concatenated xz streams: everything before
 //   `raw`'s bytes is compressed by lzma-native, and `raw` is written as LZMA2 "uncompressed"
 //   chunks by writeStoredXz. Decompressing the file yields one ordinary msgpack document, and
-//   `xz -d` or any xz library reads it as usual.
+//   `xz -d` or any xz library reads it as usual. loadState itself reads the stored stream
+//   straight into `raw`'s buffer (readStoredXz) and decompresses only the first stream; a file
+//   that ends otherwise (recompressed by hand, say) is decompressed the general way.
 //
 // Loading never throws and never returns a partly trusted state: the whole file is decoded and
 // checked into fresh objects first, and any problem yields an empty state plus a warning (and a
@@ -27,14 +29,17 @@
 // fingerprint could skip a step that must run.
 import { randomBytes } from "node:crypto";
 import { constants as fsConstants } from "node:fs";
-import { copyFile, mkdir, open, readFile, rename, unlink } from "node:fs/promises";
+import { copyFile, mkdir, open, rename, unlink, type FileHandle } from "node:fs/promises";
+import { once } from "node:events";
 import { createRequire } from "node:module";
 import { join } from "node:path";
+import type { Duplex } from "node:stream";
 import { Packr, Unpackr } from "msgpackr";
 import { isGeneration } from "./journal.js";
 import { VarintReader, VarintWriter } from "./varint.js";
 import {
   emptyState,
+  registerCompactBuffer,
   sharedDirDigest,
   type FileHash,
   type Fingerprint,
@@ -74,7 +79,7 @@ const XZ_THREADS = 2;
 
 // lzma-native ships no type declarations; this is the part of its API we use.
 interface LzmaNative {
-  compress(data: Buffer, options: { preset: number; threads?: number }): Promise<Buffer>;
+  createCompressor(options: { preset: number; threads?: number }): Duplex;
   decompress(data: Buffer, options?: { flags?: number }): Promise<Buffer>;
   isXZ(data: Buffer): boolean;
   crc32(data: Uint8Array): number;
@@ -138,7 +143,8 @@ class Encoder {
       if (fp !== null) rawSize += 2 * FP_DIGEST_LEN + SHORT_LEN * (fp.inputs.length + fp.outputs.length);
     }
     this.raw = Buffer.allocUnsafe(rawSize);
-    this.tokens = new VarintWriter(24 * state.steps.length);
+    // About 40 bytes per step with a fingerprint: growing the buffer would copy it.
+    this.tokens = new VarintWriter(40 * state.steps.length);
   }
 
   id(s: string): number {
@@ -279,10 +285,52 @@ class Encoder {
 }
 
 /**
- * The msgpack document in two parts: `head` is everything up to and including the header of
- * `raw`'s binary value, so that head followed by raw is the complete document.
+ * A msgpack array of strings, written directly at its exact size: msgpackr grows its buffer to
+ * about twice what it needs, some 12 MB more for the strings and commands of 100,000 steps.
  */
-function encode(state: SavedState, generation?: string): { head: Buffer; raw: Buffer } {
+function packStrings(list: readonly string[]): Buffer {
+  const lengths = new Uint32Array(list.length);
+  let size = 5;
+  for (let i = 0; i < list.length; i++) {
+    const n = Buffer.byteLength(list[i]!, "utf8");
+    lengths[i] = n;
+    size += (n < 32 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : 5) + n;
+  }
+  const b = Buffer.allocUnsafe(size);
+  b[0] = 0xdd; // array 32
+  b.writeUInt32BE(list.length, 1);
+  let p = 5;
+  for (let i = 0; i < list.length; i++) {
+    const n = lengths[i]!;
+    if (n < 32) b[p++] = 0xa0 | n;
+    else if (n < 0x100) {
+      b[p++] = 0xd9;
+      b[p++] = n;
+    } else if (n < 0x10000) {
+      b[p++] = 0xda;
+      b.writeUInt16BE(n, p);
+      p += 2;
+    } else {
+      b[p++] = 0xdb;
+      b.writeUInt32BE(n, p);
+      p += 4;
+    }
+    const str = list[i]!;
+    if (n === str.length && n < 64) {
+      // ASCII (byte length = length) and short: a loop beats Buffer#write's call overhead.
+      for (let k = 0; k < n; k++) b[p + k] = str.charCodeAt(k);
+      p += n;
+    } else p += b.write(str, p, n, "utf8");
+  }
+  if (p !== size) throw new Error(`internal error: packed strings take ${p} bytes, not ${size}`);
+  return b;
+}
+
+/**
+ * The msgpack document in two parts: `head` (a list of buffers) is everything up to and including
+ * the header of `raw`'s binary value, so that head followed by raw is the complete document.
+ */
+function encode(state: SavedState, generation?: string): { head: Buffer[]; raw: Buffer } {
   const enc = new Encoder(state);
   const files = enc.files(state.files);
   const n = state.steps.length;
@@ -306,18 +354,20 @@ function encode(state: SavedState, generation?: string): { head: Buffer; raw: Bu
   // then the key "raw" and a bin32 header whose body is `raw` itself.
   const packr = new Packr({ useRecords: false });
   const parts: Buffer[] = [Buffer.of(0x80 | (fields.length + 1))];
-  for (const [k, v] of fields) parts.push(packr.pack(k), packr.pack(v));
+  for (const [k, v] of fields) {
+    parts.push(packr.pack(k), k === "strings" || k === "commands" ? packStrings(v as string[]) : packr.pack(v));
+  }
   const binHeader = Buffer.allocUnsafe(5);
   binHeader[0] = 0xc6;
   binHeader.writeUInt32BE(enc.raw.length, 1);
   parts.push(packr.pack("raw"), binHeader);
-  return { head: Buffer.concat(parts), raw: enc.raw };
+  return { head: parts, raw: enc.raw };
 }
 
 /** The uncompressed msgpack document for a state; exported for tests and benchmarks. */
 export function encodeState(state: SavedState): Buffer {
   const { head, raw } = encode(state);
-  return Buffer.concat([head, raw]);
+  return Buffer.concat([...head, raw]);
 }
 
 // --- A hand-written xz stream holding `data` in LZMA2 uncompressed chunks (xz file format 1.2).
@@ -350,49 +400,166 @@ function withCrc(bytes: number[]): Buffer {
   return Buffer.concat([b, Buffer.from(u32le(lzma.crc32(b)))]);
 }
 
-/** One complete xz stream whose single block stores `data` without compressing it. */
-export function writeStoredXz(data: Buffer): Buffer[] {
-  const chunks = Math.ceil(data.length / LZMA2_CHUNK);
+/** Everything of a stored stream (writeStoredXz) but the data and its check, for `length` bytes. */
+interface StoredFrame {
+  streamHeader: Buffer;
+  blockHeader: Buffer;
+  /** Size of the LZMA2 chunks with their end byte, before the block padding. */
+  compressedSize: number;
+  /** Including the block padding. */
+  paddedSize: number;
+  index: Buffer;
+  footer: Buffer;
+}
+
+function storedFrame(length: number): StoredFrame {
+  const chunks = Math.ceil(length / LZMA2_CHUNK);
   // Each chunk: control byte, 16-bit big-endian (size - 1), data; then one end-of-data byte.
-  const compressedSize = data.length + 3 * chunks + 1;
+  const compressedSize = length + 3 * chunks + 1;
   // Block header: size byte (set below), flags (one filter, both sizes present), sizes, then the
   // filter: LZMA2 (0x21) with one property byte, dictionary size code 8 = 64 KiB (one chunk).
-  const header = [0, 0x40 | 0x80, ...vli(compressedSize), ...vli(data.length), 0x21, 0x01, 8];
+  const header = [0, 0x40 | 0x80, ...vli(compressedSize), ...vli(length), 0x21, 0x01, 8];
   padTo4(header);
   // The size byte counts the CRC that follows: real size = (byte + 1) * 4.
   header[0] = (header.length + 4) / 4 - 1;
   const blockHeader = withCrc(header);
-
-  const lzma2 = Buffer.alloc(compressedSize + ((4 - (compressedSize % 4)) % 4));
-  let p = 0;
-  for (let c = 0; c < chunks; c++) {
-    const start = c * LZMA2_CHUNK;
-    const len = Math.min(LZMA2_CHUNK, data.length - start);
-    // 0x01 resets the dictionary (required for the first chunk), 0x02 continues it.
-    lzma2[p++] = c === 0 ? 0x01 : 0x02;
-    lzma2[p++] = (len - 1) >>> 8;
-    lzma2[p++] = (len - 1) & 0xff;
-    data.copy(lzma2, p, start, start + len);
-    p += len;
-  }
-  lzma2[p] = 0x00; // end of LZMA2 data; the rest is block padding, already zero
-  const check = Buffer.from(u32le(lzma.crc32(data)));
-
-  const unpaddedSize = blockHeader.length + compressedSize + check.length;
-  const index = [0x00, ...vli(1), ...vli(unpaddedSize), ...vli(data.length)];
+  const unpaddedSize = blockHeader.length + compressedSize + 4;
+  const index = [0x00, ...vli(1), ...vli(unpaddedSize), ...vli(length)];
   padTo4(index);
   const indexBytes = withCrc(index);
   const footerBody = Buffer.from([...u32le(indexBytes.length / 4 - 1), ...XZ_FLAGS]);
   const footer = Buffer.concat([Buffer.from(u32le(lzma.crc32(footerBody))), footerBody, Buffer.from("YZ")]);
   const streamHeader = Buffer.concat([Buffer.from(XZ_MAGIC), withCrc(XZ_FLAGS)]);
-  return [streamHeader, blockHeader, lzma2, check, indexBytes, footer];
+  const paddedSize = compressedSize + ((4 - (compressedSize % 4)) % 4);
+  return { streamHeader, blockHeader, compressedSize, paddedSize, index: indexBytes, footer };
+}
+
+/**
+ * One complete xz stream whose single block stores `data` without compressing it, as buffers to
+ * write in order. The chunks of `data` are views, not a copy: 20 MB less to allocate and copy
+ * for 100,000 steps (writev takes the list as it is).
+ */
+export function writeStoredXz(data: Buffer): Buffer[] {
+  const f = storedFrame(data.length);
+  const parts: Buffer[] = [f.streamHeader, f.blockHeader];
+  for (let start = 0; start < data.length; start += LZMA2_CHUNK) {
+    const len = Math.min(LZMA2_CHUNK, data.length - start);
+    // Control byte (0x01 resets the dictionary, required for the first chunk; 0x02 continues
+    // it), then the 16-bit big-endian size - 1.
+    parts.push(Buffer.of(start === 0 ? 0x01 : 0x02, (len - 1) >>> 8, (len - 1) & 0xff), data.subarray(start, start + len));
+  }
+  // The end of the LZMA2 data, then the block padding.
+  parts.push(Buffer.alloc(1 + f.paddedSize - f.compressedSize));
+  parts.push(Buffer.from(u32le(lzma.crc32(data))), f.index, f.footer);
+  return parts;
+}
+
+/** Reads `len` bytes at `pos` of the state file (fewer only at its end). */
+type ReadAt = (pos: number, len: number) => Promise<Buffer>;
+
+/** Chunks read at a time by readStoredXz: 1 MiB of data. */
+const CHUNKS_PER_READ = 16;
+
+/**
+ * When the file (of `size` bytes) ends in a stream exactly as writeStoredXz writes it, the data
+ * of that stream (in a buffer of its own) and the part of the file before it; otherwise
+ * undefined, and the caller decompresses the file the general way. Loading reads `raw` this way,
+ * straight from the file into its buffer, instead of reading the whole file and passing it
+ * through liblzma into one decompressed document to copy `raw` out of: about 60 MB less garbage
+ * for 100,000 steps (it stays until the next full garbage collection, often the end of the run),
+ * and faster. The frame is compared byte for byte with the one the writer would produce, and
+ * the data is checked against the stream's CRC32.
+ */
+async function readStoredXz(size: number, readAt: ReadAt): Promise<{ before: Buffer; data: Buffer } | undefined> {
+  // Footer (12 bytes) and the index before it: 0x00, count 1, unpadded and uncompressed size
+  // (varints), padding, CRC32. 64 bytes hold every such index.
+  const tailLen = Math.min(size, 64);
+  const tail = await readAt(size - tailLen, tailLen);
+  if (tail.length !== tailLen || tailLen < 12 + 8) return undefined;
+  const indexSize = (tail.readUInt32LE(tailLen - 8) + 1) * 4;
+  const indexAt = tailLen - 12 - indexSize;
+  if (indexAt < 0 || tail[indexAt] !== 0x00) return undefined;
+  let p = indexAt + 1;
+  const vli = (): number | undefined => {
+    let v = 0;
+    let scale = 1;
+    for (let k = 0; k < 7 && p < tailLen - 12; k++) {
+      const b = tail[p++]!;
+      v += (b & 0x7f) * scale;
+      if (b < 0x80) return v;
+      scale *= 0x80;
+    }
+    return undefined;
+  };
+  if (vli() !== 1 || vli() === undefined) return undefined;
+  const length = vli();
+  if (length === undefined || length > size) return undefined;
+  const f = storedFrame(length);
+  const same = (expected: Buffer, b: Buffer, at: number): boolean =>
+    at >= 0 && at + expected.length <= b.length && b.compare(expected, 0, expected.length, at, at + expected.length) === 0;
+  if (!same(f.footer, tail, tailLen - 12) || !same(f.index, tail, indexAt)) return undefined;
+  const indexStart = size - 12 - indexSize;
+  const blockStart = indexStart - 4 - f.paddedSize - f.blockHeader.length;
+  const streamStart = blockStart - f.streamHeader.length;
+  if (streamStart <= 0) return undefined;
+  const headers = await readAt(streamStart, f.streamHeader.length + f.blockHeader.length);
+  if (!same(f.streamHeader, headers, 0) || !same(f.blockHeader, headers, f.streamHeader.length)) return undefined;
+
+  const data = Buffer.allocUnsafeSlow(length);
+  const chunkStart = blockStart + f.blockHeader.length;
+  const stride = 3 + LZMA2_CHUNK;
+  const nChunks = Math.ceil(length / LZMA2_CHUNK);
+  for (let c0 = 0; c0 < nChunks; c0 += CHUNKS_PER_READ) {
+    const c1 = Math.min(nChunks, c0 + CHUNKS_PER_READ);
+    const wanted = (c1 - c0 - 1) * stride + 3 + Math.min(LZMA2_CHUNK, length - (c1 - 1) * LZMA2_CHUNK);
+    const block = await readAt(chunkStart + c0 * stride, wanted);
+    if (block.length !== wanted) corrupt("xz data is damaged or truncated (stored data ends early)");
+    for (let c = c0; c < c1; c++) {
+      const at = (c - c0) * stride;
+      const len = Math.min(LZMA2_CHUNK, length - c * LZMA2_CHUNK);
+      if (block[at] !== (c === 0 ? 0x01 : 0x02) || block[at + 1] !== (len - 1) >>> 8 || block[at + 2] !== ((len - 1) & 0xff)) {
+        corrupt("xz data is damaged or truncated (bad stored chunk header)");
+      }
+      block.copy(data, c * LZMA2_CHUNK, at + 3, at + 3 + len);
+    }
+  }
+  // The end byte and the block padding (all zero), then the check.
+  const endLen = 1 + f.paddedSize - f.compressedSize;
+  const end = await readAt(chunkStart + f.compressedSize - 1, endLen + 4);
+  if (end.length !== endLen + 4) corrupt("xz data is damaged or truncated (stored data ends early)");
+  for (let i = 0; i < endLen; i++) if (end[i] !== 0) corrupt("xz data is damaged or truncated (bad end of stored data)");
+  if (end.readUInt32LE(endLen) !== lzma.crc32(data) >>> 0) corrupt("xz data is damaged or truncated (stored data fails its check)");
+  return { before: await readAt(0, streamStart), data };
 }
 
 /** The complete file contents for a state, as a list of buffers to write in order. */
 export async function encodeFile(state: SavedState, generation?: string): Promise<Buffer[]> {
   const { head, raw } = encode(state, generation);
-  const compressed = await lzma.compress(head, { preset: XZ_PRESET, threads: XZ_THREADS });
-  return [compressed, ...writeStoredXz(raw)];
+  return [await compressParts(head), ...writeStoredXz(raw)];
+}
+
+/**
+ * xz of the concatenation of `parts`, fed to the encoder one part at a time: concatenating them
+ * first (and liblzma's binding copying that whole buffer again) cost about 30 MB of peak memory
+ * for 100,000 steps, at the moment the director's memory peaks anyway.
+ */
+async function compressParts(parts: Buffer[]): Promise<Buffer> {
+  const stream = lzma.createCompressor({ preset: XZ_PRESET, threads: XZ_THREADS });
+  const out: Buffer[] = [];
+  const done = new Promise<void>((resolve, reject) => {
+    stream.on("data", (b: Buffer) => out.push(b));
+    stream.once("end", () => resolve());
+    stream.once("error", reject);
+  });
+  // Awaited below; until then a failure must not count as an unhandled rejection.
+  done.catch(() => undefined);
+  for (const part of parts) {
+    // Waiting for "drain" keeps one part at a time in the encoder's queue.
+    if (!stream.write(part)) await Promise.race([once(stream, "drain"), done]);
+  }
+  stream.end();
+  await done;
+  return Buffer.concat(out);
 }
 
 /**
@@ -469,6 +636,13 @@ function isCount(x: unknown): x is number {
   return typeof x === "number" && Number.isInteger(x) && x >= 0;
 }
 
+/**
+ * Most lists in a record are empty (vol, env, statics, pools, globs, ...): loaded records share
+ * one frozen empty list instead of six new ones each (about 20 MB for 100,000 steps). Nothing
+ * changes a loaded record's lists in place; frozen, a change would throw instead of spreading.
+ */
+const NONE: never[] = Object.freeze([]) as unknown as never[];
+
 /** Reads the varint token stream and `raw`, checking every value before it is used. */
 class Reader extends VarintReader {
   private rawPos = 0;
@@ -509,6 +683,7 @@ class Reader extends VarintReader {
 
   list(): string[] {
     const n = this.count(1);
+    if (n === 0) return NONE;
     const out = new Array<string>(n);
     for (let i = 0; i < n; i++) out[i] = this.str();
     return out;
@@ -529,6 +704,7 @@ class Reader extends VarintReader {
 
   shortList(): Array<[string, Uint8Array]> {
     const n = this.count(1);
+    if (n === 0) return NONE;
     const out = new Array<[string, Uint8Array]>(n);
     for (let i = 0; i < n; i++) out[i] = [this.str(), this.bytes(SHORT_LEN)];
     return out;
@@ -590,10 +766,10 @@ class Reader extends VarintReader {
     const pool = this.strOrNull();
     const statics = this.list();
     const nPools = this.count(1);
-    const pools = new Array<[string, number]>(nPools);
+    const pools = nPools === 0 ? NONE : new Array<[string, number]>(nPools);
     for (let j = 0; j < nPools; j++) pools[j] = [this.str(), this.poolSize()];
     const nGlobs = this.count(4);
-    const globs = new Array<GlobRecord>(nGlobs);
+    const globs = nGlobs === 0 ? NONE : new Array<GlobRecord>(nGlobs);
     for (let j = 0; j < nGlobs; j++) {
       this.atField = "globs";
       const patterns = this.list();
@@ -615,7 +791,7 @@ class Reader extends VarintReader {
       const inpDigest = this.bytes(FP_DIGEST_LEN);
       const inputs = this.shortList();
       const nEnv = this.count(2);
-      const fpEnv = new Array<[string, string | null]>(nEnv);
+      const fpEnv = nEnv === 0 ? NONE : new Array<[string, string | null]>(nEnv);
       for (let j = 0; j < nEnv; j++) fpEnv[j] = [this.str(), this.strOrNull()];
       const outputs = this.shortList();
       fingerprint = { digest, inpDigest, inputs, env: fpEnv, outputs };
@@ -657,7 +833,24 @@ export function decodeState(packed: Buffer): SavedState {
   return decodeDocument(packed).state;
 }
 
-function decodeDocument(packed: Buffer): { state: SavedState; generation?: string } {
+/** The bytes that end the head of a document (see encode), before the 4-byte length of `raw`. */
+const RAW_KEY = Buffer.from([0xa3, 0x72, 0x61, 0x77, 0xc6]);
+
+/**
+ * Decode a document whose `raw` bytes were read separately (readStoredXz): `head` is all of it
+ * up to the length of `raw`, which must be `raw.length`. Returns undefined when `head` does not
+ * end that way, so that the caller can fall back to the general path.
+ */
+function decodeSplit(head: Buffer, raw: Buffer): { state: SavedState; generation?: string } | undefined {
+  const at = head.length - RAW_KEY.length - 4;
+  if (at < 0 || head.compare(RAW_KEY, 0, RAW_KEY.length, at, at + RAW_KEY.length) !== 0) return undefined;
+  if (head.readUInt32BE(at + RAW_KEY.length) !== raw.length) return undefined;
+  // An empty `raw` in the document itself; the real one is passed on.
+  head.writeUInt32BE(0, at + RAW_KEY.length);
+  return decodeDocument(head, raw);
+}
+
+function decodeDocument(packed: Buffer, rawBytes?: Buffer): { state: SavedState; generation?: string } {
   let top: unknown;
   try {
     top = new Unpackr({ useRecords: false, mapsAsObjects: true }).unpack(packed);
@@ -679,8 +872,15 @@ function decodeDocument(packed: Buffer): { state: SavedState; generation?: strin
   if (commands.length !== stepCount) corrupt("commands: one per step expected");
   const poolSizes = asArray(t["poolSizes"], "poolSizes");
   const tokens = asBytes(t["steps"], "steps");
-  // Buffer.from copies (Buffer#slice would not), so the decompressed file can be freed.
-  const raw = Buffer.from(asBytes(t["raw"], "raw"));
+  // A copy in its own ArrayBuffer (Buffer#slice would share, Buffer.from might use the shared
+  // pool), so the decompressed file can be freed and digests can be kept as views (keptBytes).
+  const rawView = asBytes(t["raw"], "raw");
+  let raw = rawBytes;
+  if (raw === undefined) {
+    raw = Buffer.allocUnsafeSlow(rawView.length);
+    rawView.copy(raw);
+  } else if (rawView.length !== 0) corrupt("raw: stored twice");
+  registerCompactBuffer(raw.buffer);
   const r = new Reader(tokens, strings, commands, poolSizes, raw);
   const files = r.files(t["files"]);
   const steps = new Array<SavedStep>(stepCount);
@@ -717,6 +917,47 @@ export async function keepCopy(file: string): Promise<string | undefined> {
   return undefined;
 }
 
+async function readDocument(fh: FileHandle): Promise<{ state: SavedState; generation?: string }> {
+  const { size } = await fh.stat();
+  if (size === 0) corrupt("the file is empty");
+  const readAt: ReadAt = async (pos, len) => {
+    const b = Buffer.allocUnsafe(len);
+    let got = 0;
+    while (got < len) {
+      let bytesRead: number;
+      try {
+        ({ bytesRead } = await fh.read(b, got, len - got, pos + got));
+      } catch (e) {
+        corrupt(`cannot read the file (${errorText(e)})`);
+      }
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    return got === len ? b : b.subarray(0, got);
+  };
+  const magic = await readAt(0, 6);
+  if (!lzma.isXZ(magic)) corrupt("not an xz-compressed file");
+  const stored = await readStoredXz(size, readAt);
+  if (stored !== undefined) {
+    let head: Buffer;
+    try {
+      head = await lzma.decompress(stored.before, { flags: lzma.CONCATENATED });
+    } catch (e) {
+      corrupt(`xz data is damaged or truncated (${errorText(e)})`);
+    }
+    const doc = decodeSplit(head, stored.data);
+    if (doc !== undefined) return doc;
+  }
+  let packed: Buffer;
+  try {
+    // CONCATENATED: the file is two xz streams (see the top of this module).
+    packed = await lzma.decompress(await readAt(0, size), { flags: lzma.CONCATENATED });
+  } catch (e) {
+    corrupt(`xz data is damaged or truncated (${errorText(e)})`);
+  }
+  return decodeDocument(packed);
+}
+
 /**
  * Read the saved state. A missing file is a first run (no warning); an unreadable or invalid file
  * gives an empty state, a warning and a kept copy. Never throws.
@@ -725,23 +966,19 @@ export async function loadState(stepupDir: string): Promise<LoadResult> {
   const file = join(stepupDir, STATE_FILE);
   let reason: string;
   try {
-    let raw: Buffer;
+    let fh: FileHandle;
     try {
-      raw = await readFile(file);
+      fh = await open(file, "r");
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === "ENOENT") return { state: emptyState(), loaded: false };
       corrupt(`cannot read the file (${errorText(e)})`);
     }
-    if (raw.length === 0) corrupt("the file is empty");
-    if (!lzma.isXZ(raw)) corrupt("not an xz-compressed file");
-    let packed: Buffer;
+    let doc: { state: SavedState; generation?: string };
     try {
-      // CONCATENATED: the file is two xz streams (see the top of this module).
-      packed = await lzma.decompress(raw, { flags: lzma.CONCATENATED });
-    } catch (e) {
-      corrupt(`xz data is damaged or truncated (${errorText(e)})`);
+      doc = await readDocument(fh);
+    } finally {
+      await fh.close().catch(() => undefined);
     }
-    const doc = decodeDocument(packed);
     const result: LoadResult = { state: doc.state, loaded: true };
     if (doc.generation !== undefined) result.generation = doc.generation;
     return result;

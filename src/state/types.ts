@@ -27,6 +27,58 @@ export function sharedDirDigest(digest: Uint8Array): Uint8Array {
   return digest.length === DIR_DIGEST.length && digest[0] === DIR_DIGEST[0] ? DIR_DIGEST : digest;
 }
 
+// Digests kept for the whole session (file table, fingerprints) are views into a few large
+// buffers. A Uint8Array with its own ArrayBuffer costs about 250 bytes beyond its 8 or 32 bytes of
+// data (the buffer object, its backing store and their bookkeeping), and a digest that is a view
+// into a larger buffer (a decoded message, say) keeps all of it alive: at 100,000 steps either
+// adds well over 100 MB.
+
+/** Buffers whose views may be kept as they are: the slabs below and loaded state files. */
+const compactBuffers = new WeakSet<ArrayBufferLike>();
+const SLAB_SIZE = 64 * 1024;
+let slab = new ArrayBuffer(0);
+let slabUsed = 0;
+
+/** Declare that views into `buffer` are cheap to keep (store.ts registers the loaded digests). */
+export function registerCompactBuffer(buffer: ArrayBufferLike): void {
+  compactBuffers.add(buffer);
+}
+
+/** `bytes`, or a copy of them in a shared slab when keeping `bytes` would cost more. */
+export function keptBytes(bytes: Uint8Array): Uint8Array {
+  if (bytes === DIR_DIGEST || compactBuffers.has(bytes.buffer)) return bytes;
+  const n = bytes.length;
+  if (n === 0 || n > SLAB_SIZE / 16) return bytes;
+  if (slabUsed + n > slab.byteLength) {
+    slab = new ArrayBuffer(SLAB_SIZE);
+    slabUsed = 0;
+    compactBuffers.add(slab);
+  }
+  const out = new Uint8Array(slab, slabUsed, n);
+  out.set(bytes);
+  slabUsed += n;
+  return out;
+}
+
+/** `hash` itself when it is cheap to keep, else a copy whose digest is in a slab. */
+export function keptHash(hash: FileHash): FileHash {
+  const digest = sharedDirDigest(hash.digest);
+  if (digest === DIR_DIGEST || compactBuffers.has(digest.buffer)) {
+    return digest === hash.digest ? hash : { digest, mode: hash.mode, size: hash.size, mtimeMs: hash.mtimeMs, ino: hash.ino };
+  }
+  // A fresh literal also drops the out-of-object property storage of deserialized objects.
+  return { digest: keptBytes(digest), mode: hash.mode, size: hash.size, mtimeMs: hash.mtimeMs, ino: hash.ino };
+}
+
+/** Move the digests of a fingerprint that was just computed into slabs (in place). */
+export function keepFingerprint(fp: Fingerprint): Fingerprint {
+  fp.digest = keptBytes(fp.digest);
+  fp.inpDigest = keptBytes(fp.inpDigest);
+  for (const item of fp.inputs) item[1] = keptBytes(item[1]);
+  for (const item of fp.outputs) item[1] = keptBytes(item[1]);
+  return fp;
+}
+
 /**
  * The result of a successful step. `digest` decides skipping; the per-item short hashes only
  * explain (`-e`) which input, env var or output changed.

@@ -34,14 +34,61 @@ export type StepState = "pending" | "queued" | "running" | "succeeded" | "failed
 /** yes: must run; implied: optional but something mandatory needs it; no: optional, unneeded. */
 export type Mandatory = "yes" | "implied" | "no";
 
+// At 100,000 steps every per-node allocation counts (Node 20 has 8-byte pointers, an empty Set
+// costs about 150 bytes, and the first push() gives an array room for 17 elements). Containers
+// that most nodes never fill start as the shared, frozen empties below and are replaced by a
+// node's own container on first write (only Graph writes them). Frozen, so that a write that
+// forgets to do so throws instead of changing every node at once.
+const NO_STEPS: StepNode[] = Object.freeze([]) as unknown as StepNode[];
+const NO_FILES: FileNode[] = Object.freeze([]) as unknown as FileNode[];
+const NO_FILE_SET: ReadonlySet<FileNode> = new Set<FileNode>();
+
+/** What a step declared while it ran (or while it was replayed), in order. */
+export interface Products {
+  statics: string[];
+  steps: StepNode[];
+  pools: Array<[string, number]>;
+}
+const NO_PRODUCTS: Products = Object.freeze({
+  statics: Object.freeze([]) as unknown as string[],
+  steps: NO_STEPS,
+  pools: Object.freeze([]) as unknown as Array<[string, number]>,
+});
+
+/** What a step declared about itself with amend() (root-relative paths). */
+export interface AmendedPaths {
+  inp: string[];
+  out: string[];
+  vol: string[];
+}
+const NO_AMENDED: AmendedPaths = Object.freeze({
+  inp: Object.freeze([]) as unknown as string[],
+  out: Object.freeze([]) as unknown as string[],
+  vol: Object.freeze([]) as unknown as string[],
+});
+
+/** The shared empty `amendedEnv`: clear() is harmless, add() would change every step. */
+class NoEnv extends Set<string> {
+  override add(): this {
+    throw new Error("internal error: amendedEnv must be replaced before it is added to");
+  }
+}
+const NO_ENV: Set<string> = new NoEnv();
+
+/** The step's own products, allocated on its first declaration. */
+function ownProducts(step: StepNode): Products {
+  if (step.products === NO_PRODUCTS) step.products = { statics: [], steps: [], pools: [] };
+  return step.products;
+}
+
 export class FileNode {
   state: FileState = "pending";
   /** The step that lists this file as an output or volatile output. */
   producer: StepNode | null = null;
   /** The step that declared this file static; null with state static means the root did. */
   declarer: StepNode | null = null;
-  /** Steps that cannot start before this file is available. */
-  readonly consumers: StepNode[] = [];
+  /** Steps that cannot start before this file is available (changed only by Graph). */
+  consumers: StepNode[] = NO_STEPS;
   /**
    * A static file that a skipped step declared before but that is gone now. It stays declared
    * (so nothing else can claim the path) and its consumers wait until it is back.
@@ -52,30 +99,39 @@ export class FileNode {
   get available(): boolean {
     return (this.state === "static" && !this.absent) || this.state === "built";
   }
+
+  addConsumer(step: StepNode): void {
+    // Most files have one consumer: a one-element list, not the 17 slots push() would reserve.
+    if (this.consumers.length === 0) this.consumers = [step];
+    else this.consumers.push(step);
+  }
 }
 
 
 export class StepNode {
   state: StepState = "pending";
   mandatory: Mandatory;
-  /** Every file that must be available before the step starts: inputs, workdir, output dirs. */
-  readonly requires: FileNode[] = [];
+  /**
+   * Every file that must be available before the step starts: inputs, workdir, output dirs.
+   * This and the other node lists below are changed only by Graph (see NO_STEPS).
+   */
+  requires: FileNode[] = NO_FILES;
   /** How many of `requires` are not available yet. */
   waiting = 0;
-  readonly outputs: FileNode[] = [];
-  readonly volatiles: FileNode[] = [];
+  outputs: FileNode[] = NO_FILES;
+  volatiles: FileNode[] = NO_FILES;
   /** What this step declared while it ran (or while it was replayed), in order. */
-  readonly products = { statics: [] as string[], steps: [] as StepNode[], pools: [] as Array<[string, number]> };
+  products: Products = NO_PRODUCTS;
   /** What the step declared about itself with amend() (root-relative paths), in this session. */
-  readonly amended = { inp: [] as string[], out: [] as string[], vol: [] as string[] };
+  amended: AmendedPaths = NO_AMENDED;
   /** Requirements added by amend(); removed again before the step reruns. */
-  readonly amendedRequires = new Set<FileNode>();
+  amendedRequires: ReadonlySet<FileNode> = NO_FILE_SET;
   /** True while `amended` came from the previous run's record rather than from this session. */
   amendedFromRecord = false;
   /** Amended inputs that were not available when amended: the step must run again later. */
   rescheduleDueTo: string[] = [];
-  /** Env vars the step depends on beyond its definition (getenv, `${VAR}` in paths). */
-  readonly amendedEnv = new Set<string>();
+  /** Env vars the step depends on beyond its definition (getenv, `${VAR}` in paths); see Graph.addEnv. */
+  amendedEnv: Set<string> = NO_ENV;
   /** The step's record from an earlier run with the same definition: a candidate for skipping. */
   record: SavedStep | null = null;
   /** Index of `record` in the loaded state, to find the steps it defined. */
@@ -207,7 +263,7 @@ export class Graph {
         this.release(node);
       }
     }
-    if (declarer && recordAsProduct) declarer.products.statics.push(...paths);
+    if (declarer && recordAsProduct) ownProducts(declarer).statics.push(...paths);
     return { ok: true, value: undefined };
   }
 
@@ -219,7 +275,7 @@ export class Graph {
       return fail(`pool "${name}" needs a size of at least 1 (an integer), got ${size}`);
     }
     this.pools.set(name, { size, definedBy: definer });
-    if (definer) definer.products.pools.push([name, size]);
+    if (definer) ownProducts(definer).pools.push([name, size]);
     return { ok: true, value: undefined };
   }
 
@@ -273,24 +329,24 @@ export class Graph {
     // Valid: apply.
     const step = new StepNode(key, def, creator);
     this.steps.set(key, step);
-    if (creator) creator.products.steps.push(step);
-    for (const path of requires) {
-      const node = this.fileNode(path);
-      step.requires.push(node);
-      node.consumers.push(step);
+    if (creator) ownProducts(creator).steps.push(step);
+    // Sized up front: filling an array by push() reserves 17 slots for these few nodes.
+    step.requires = new Array<FileNode>(requires.size);
+    let r = 0;
+    for (const path of requires) step.requires[r++] = this.fileNode(path);
+    for (const node of step.requires) {
+      node.addConsumer(step);
       if (!node.available) step.waiting++;
     }
-    for (const path of def.out) {
-      const node = this.fileNode(path);
+    if (def.out.length > 0) step.outputs = def.out.map((path) => this.fileNode(path));
+    for (const node of step.outputs) {
       node.producer = step;
       node.state = "pending";
-      step.outputs.push(node);
     }
-    for (const path of def.vol) {
-      const node = this.fileNode(path);
+    if (def.vol.length > 0) step.volatiles = def.vol.map((path) => this.fileNode(path));
+    for (const node of step.volatiles) {
       node.producer = step;
       node.state = "volatile";
-      step.volatiles.push(node);
     }
     if (step.mandatory === "no" && step.outputs.some((o) => o.consumers.some((c) => c.mandatory !== "no"))) {
       step.mandatory = "implied";
@@ -420,28 +476,36 @@ export class Graph {
     const cycle = this.findCycle(added, [...allOut], step.key);
     if (cycle) return fail(cycle);
 
-    for (const path of added) {
-      const node = this.fileNode(path);
-      step.requires.push(node);
-      step.amendedRequires.add(node);
-      node.consumers.push(step);
-      if (!node.available) step.waiting++;
+    if (added.size > 0) {
+      const amendedRequires = new Set(step.amendedRequires);
+      const requires = [...step.requires];
+      for (const path of added) {
+        const node = this.fileNode(path);
+        requires.push(node);
+        amendedRequires.add(node);
+        node.addConsumer(step);
+        if (!node.available) step.waiting++;
+      }
+      step.requires = requires;
+      step.amendedRequires = amendedRequires;
     }
+    if (newOut.length > 0) step.outputs = [...step.outputs, ...newOut.map((path) => this.fileNode(path))];
     for (const path of newOut) {
-      const node = this.fileNode(path);
+      const node = this.files.get(path)!;
       node.producer = step;
       node.state = "pending";
-      step.outputs.push(node);
     }
+    if (newVol.length > 0) step.volatiles = [...step.volatiles, ...newVol.map((path) => this.fileNode(path))];
     for (const path of newVol) {
-      const node = this.fileNode(path);
+      const node = this.files.get(path)!;
       node.producer = step;
       node.state = "volatile";
-      step.volatiles.push(node);
     }
-    step.amended.inp.push(...inp.filter((p) => !step.amended.inp.includes(p)));
-    step.amended.out.push(...newOut);
-    step.amended.vol.push(...newVol);
+    const newInp = inp.filter((p) => !step.amended.inp.includes(p));
+    if (newInp.length + newOut.length + newVol.length > 0) {
+      const a = step.amended;
+      step.amended = { inp: [...a.inp, ...newInp], out: [...a.out, ...newOut], vol: [...a.vol, ...newVol] };
+    }
     if (step.mandatory !== "no") this.implySuppliers(step);
     const missing = inp.filter((p) => !this.files.get(p)!.available);
     return { ok: true, value: { missing } };
@@ -461,29 +525,26 @@ export class Graph {
         if (!node.available) step.waiting--;
         this.forgetIfUnused(node);
       }
-      step.requires.length = 0;
-      step.requires.push(...keep);
-      step.amendedRequires.clear();
+      step.requires = keep;
+      step.amendedRequires = NO_FILE_SET;
     }
-    const dropped = new Set([...step.amended.out, ...step.amended.vol]);
-    if (dropped.size > 0) {
+    const dropped = step.amended === NO_AMENDED ? undefined : new Set([...step.amended.out, ...step.amended.vol]);
+    if (dropped && dropped.size > 0) {
       for (const list of [step.outputs, step.volatiles]) {
-        const keep = list.filter((f) => !dropped.has(f.path));
         for (const f of list) {
           if (!dropped.has(f.path)) continue;
           f.producer = null;
           f.state = "pending";
           this.forgetIfUnused(f);
         }
-        list.length = 0;
-        list.push(...keep);
       }
+      step.outputs = step.outputs.filter((f) => !dropped.has(f.path));
+      step.volatiles = step.volatiles.filter((f) => !dropped.has(f.path));
     }
-    step.amended.inp.length = 0;
-    step.amended.out.length = 0;
-    step.amended.vol.length = 0;
+    step.amended = NO_AMENDED;
     step.amendedFromRecord = false;
-    step.rescheduleDueTo = [];
+    // Runs before every execution: keep an empty list rather than allocate another one.
+    if (step.rescheduleDueTo.length > 0) step.rescheduleDueTo = [];
   }
 
   /** Placeholders nobody needs any more disappear, so they are not reported or saved. */
@@ -501,7 +562,11 @@ export class Graph {
   // Env vars
 
   addEnv(step: StepNode, names: string[]): void {
-    for (const name of names) if (!step.def.env.includes(name)) step.amendedEnv.add(name);
+    for (const name of names) {
+      if (step.def.env.includes(name) || step.amendedEnv.has(name)) continue;
+      if (step.amendedEnv === NO_ENV) step.amendedEnv = new Set();
+      step.amendedEnv.add(name);
+    }
   }
 
   // ----------------------------------------------------------------------------------------

@@ -164,6 +164,29 @@ describe("state store round trip", () => {
     assert.equal(Object.getPrototypeOf(s1.fingerprint!.digest), Uint8Array.prototype);
   });
 
+  test("commands and paths of every msgpack string size round-trip", async () => {
+    const dir = tempStepup();
+    const lengths = [0, 1, 31, 32, 255, 256, 65535, 65536, 70000];
+    const steps = lengths.map((n, i) =>
+      step({ command: `${i}:` + "ζ".repeat(n % 3) + "c".repeat(n), creator: -1, inp: [`in/${"é".repeat(n % 5)}${"p".repeat(n)}`] }),
+    );
+    const state: SavedState = { files: new Map(), steps };
+    await saveState(dir, state);
+    const result = await loadState(dir);
+    assert.equal(result.warning, undefined);
+    assert.deepEqual(result.state, state);
+  });
+
+  test("a file compressed as one ordinary xz stream loads too", async () => {
+    // What `xz -d` followed by `xz` makes of a state file: no stored stream at the end.
+    const dir = tempStepup();
+    const state = variedState();
+    await writeXz(dir, encodeState(state));
+    const result = await loadState(dir);
+    assert.equal(result.warning, undefined);
+    assert.deepEqual(result.state, state);
+  });
+
   test("an empty state round-trips", async () => {
     const dir = tempStepup();
     await saveState(dir, { files: new Map(), steps: [] });
@@ -243,6 +266,20 @@ describe("state store rejects bad files", () => {
     b[b.length - 100]! ^= 0x10;
     writeFileSync(file, b);
     await expectRejected(dir, /damaged or truncated/);
+  });
+
+  test("a damaged chunk header or end of the stored digests", async () => {
+    for (const back of ["chunk", "end"] as const) {
+      const dir = tempStepup();
+      const parts = (await encodeFile(variedState())).map((b) => Buffer.from(b));
+      // parts: compressed head, the stored stream's header and block header, per chunk its
+      // header and data, the end byte with the padding, check, index, footer.
+      if (back === "chunk") parts[3]![0] = 0x02;
+      else parts[parts.length - 4]![0] = 0x01;
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, STATE_FILE), Buffer.concat(parts));
+      await expectRejected(dir, /damaged or truncated/);
+    }
   });
 
   test("random garbage and an empty file", async () => {
