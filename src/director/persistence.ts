@@ -12,13 +12,22 @@
 // - StepJournal.save: at the end of a run (or phase), save the state as a new generation, then
 //   delete the journal. A kill in between leaves a journal of the old generation, which the next
 //   run ignores: its entries are in the new file already.
+// - StepJournal.endWithoutSaving: when the journal already says everything the run changed (a
+//   few steps ran, nothing was dropped, no other file hash changed), the run ends with the
+//   journal left in place instead of rewriting the whole state file, which at 100,000 steps costs
+//   more than a second. An end marker (END_FILE) tells the next run that the journal was left on
+//   purpose: it then applies it without a word and goes on appending to it. Only entries past the
+//   marker count as recovered from a crash. Once the journal holds more than journalLimit()
+//   entries, the next run that ends compacts it.
+import { readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { EventSink } from "../events.js";
 import { applyJournal, isGeneration, JOURNAL_FILE, JournalWriter, newGeneration, readJournal, removeJournal, type JournalEntry } from "../state/journal.js";
 import { keepCopy, loadState, saveState, type LoadResult, type LoadWarning } from "../state/store.js";
-import type { FileHash, SavedState } from "../state/types.js";
+import { equalBytes, sameContent } from "../state/filehash.js";
+import type { FileHash, SavedState, SavedStep } from "../state/types.js";
 import { definitionOf } from "../workflow/definition.js";
-import type { StepNode } from "../workflow/graph.js";
+import { stepKey, type StepNode } from "../workflow/graph.js";
 import type { FileTable } from "./files.js";
 import { savedStep } from "./finalize.js";
 
@@ -35,19 +44,25 @@ export async function openState(stepupDir: string, sink: EventSink): Promise<Ope
   const file = join(stepupDir, JOURNAL_FILE);
   const loaded = await loadState(stepupDir);
   const read = readJournal(file);
+  const end = readEndMarker(stepupDir);
   let state = loaded.state;
   let warning = loaded.warning;
+  /** The journal was left in place by a run that ended normally, and nothing was added since. */
+  let intact = false;
   if (read.exists) {
     const extendsThisFile = loaded.loaded && read.generation !== null && read.generation === loaded.generation;
     if (extendsThisFile) {
       state = applyJournal(state, read.entries);
-      if (read.entries.length > 0) {
-        const n = read.entries.length;
+      // Entries up to the end marker were left on purpose; later ones by a run that was killed.
+      const kept = end !== null && end.generation === read.generation && end.entries <= read.entries.length ? end.entries : 0;
+      const n = read.entries.length - kept;
+      if (n > 0) {
         sink.emit({
           kind: "workflow",
           message: `Recovered ${n} finished step${n === 1 ? "" : "s"} from .stepup/${JOURNAL_FILE} (the last run did not end normally)`,
         });
       }
+      intact = n === 0 && read.problem === undefined && end !== null && end.bytes === read.validBytes;
     }
     if (loaded.warning) {
       // Without the file it extends, the journal cannot be checked against anything.
@@ -61,10 +76,15 @@ export async function openState(stepupDir: string, sink: EventSink): Promise<Ope
     }
     // Otherwise it is the journal of an older state file, whose save completed: nothing to say.
   }
+  if (intact && !warning) {
+    // Go on where the last run left off: no save, the journal keeps growing.
+    const journal = new StepJournal(stepupDir, sink, loaded.generation, { entries: read.entries.length });
+    return { state, loaded: loaded.loaded, journal };
+  }
   const journal = new StepJournal(stepupDir, sink, loaded.generation);
   const recovered = state !== loaded.state;
   if (recovered || !loaded.loaded || !isGeneration(loaded.generation)) await journal.save(state);
-  else if (read.exists) journal.discard();
+  else if (read.exists || end !== null) journal.discard();
   const result: OpenedState = { state, loaded: loaded.loaded, journal };
   if (warning) result.warning = warning;
   return result;
@@ -82,19 +102,83 @@ async function journalWarning(file: string, problem: string, kept: number): Prom
   return w;
 }
 
+/** What the end marker says: the journal of `generation` was left with `entries` entries in `bytes` bytes. */
+interface EndMarker {
+  generation: string;
+  entries: number;
+  bytes: number;
+}
+
+const END_FILE = `${JOURNAL_FILE}.end`;
+
+function readEndMarker(stepupDir: string): EndMarker | null {
+  try {
+    const m = JSON.parse(readFileSync(join(stepupDir, END_FILE), "utf8")) as Partial<EndMarker>;
+    if (isGeneration(m.generation) && Number.isSafeInteger(m.entries) && Number.isSafeInteger(m.bytes)) {
+      return { generation: m.generation, entries: m.entries!, bytes: m.bytes! };
+    }
+  } catch {
+    // Missing or unreadable: the journal counts as left by a crash, which is the safe reading.
+  }
+  return null;
+}
+
+/**
+ * How many entries the journal may hold before a run compacts it: loading applies every entry,
+ * so a long journal makes every start slower, while compacting costs a full save.
+ */
+export function journalLimit(steps: number, env: NodeJS.ProcessEnv): number {
+  const fixed = Number(env["TSUP_JOURNAL_LIMIT"]);
+  if (Number.isSafeInteger(fixed) && fixed >= 0) return fixed;
+  return Math.max(500, Math.floor(steps / 20));
+}
+
+/** What this run appended: the steps and files the state file does not have yet. */
+export interface Journaled {
+  keys: Set<string>;
+  paths: Set<string>;
+}
+
 /** The director's side of the journal: one entry per succeeded step, compaction into the state file. */
 export class StepJournal {
   private readonly file: string;
   private writer: JournalWriter | undefined;
+  private generation: string | undefined;
+  /** Entries in the journal file when this run took it over (0 for a fresh one). */
+  private inherited: { entries: number };
+  /** Appended since the state file was last written (this run's part; see inherited). */
+  private journaled: Journaled = { keys: new Set(), paths: new Set() };
+  private appended = 0;
 
   constructor(
     private readonly stepupDir: string,
     private readonly sink: EventSink,
     /** Generation of the state file on disk; without one, nothing is journaled until the first save. */
     generation: string | undefined,
+    /** Set when continuing the intact journal a run left behind. */
+    resume?: { entries: number },
   ) {
     this.file = join(stepupDir, JOURNAL_FILE);
-    if (isGeneration(generation)) this.writer = new JournalWriter(this.file, generation);
+    this.inherited = resume ?? { entries: 0 };
+    if (isGeneration(generation)) {
+      this.generation = generation;
+      this.writer = new JournalWriter(this.file, generation, resume !== undefined);
+    }
+  }
+
+  /** Entries in the journal file, counting those of earlier runs it continues. */
+  get entries(): number {
+    return this.inherited.entries + this.appended;
+  }
+
+  /** Steps and files recorded in the journal since this director last wrote the state file. */
+  get recorded(): Journaled {
+    return this.journaled;
+  }
+
+  /** Whether a run may end by leaving the journal (endWithoutSaving) instead of saving. */
+  get usable(): boolean {
+    return this.writer !== undefined;
   }
 
   /** Record a step that just succeeded. Must be called before its SUCCESS is reported. */
@@ -102,7 +186,11 @@ export class StepJournal {
     const writer = this.writer;
     if (!writer) return;
     try {
-      writer.append(entryFor(step, files));
+      const entry = entryFor(step, files);
+      writer.append(entry);
+      this.appended++;
+      this.journaled.keys.add(step.key);
+      for (const [path] of entry.files) this.journaled.paths.add(path);
     } catch (e) {
       // A full disk should not stop the build; the state file is still saved at the end.
       this.writer = undefined;
@@ -117,10 +205,29 @@ export class StepJournal {
   /** Delete a journal that holds nothing the state file lacks. */
   discard(): void {
     this.writer?.close();
+    // The marker first: a marker without its journal means nothing, the reverse would.
+    rmSync(join(this.stepupDir, END_FILE), { force: true });
     try {
       removeJournal(this.file);
     } catch {
       // The next append replaces it; until then its generation or emptiness makes it harmless.
+    }
+  }
+
+  /**
+   * End a run without writing the state file: the journal already holds what changed. Writes
+   * the end marker so that the next run applies the journal silently and continues it. Returns
+   * false (and the caller saves instead) when the marker cannot be written.
+   */
+  endWithoutSaving(): boolean {
+    if (this.writer === undefined || this.generation === undefined) return false;
+    try {
+      // Entries are appended with one write() each, so the size is that of whole entries.
+      const marker: EndMarker = { generation: this.generation, entries: this.entries, bytes: statSync(this.file).size };
+      writeFileSync(join(this.stepupDir, END_FILE), JSON.stringify(marker) + "\n");
+      return true;
+    } catch {
+      return false;
     }
   }
 
@@ -134,8 +241,67 @@ export class StepJournal {
     await saveState(this.stepupDir, state, generation);
     // What is left of the old journal names the previous generation: the next run ignores it.
     this.discard();
+    this.generation = generation;
     this.writer = new JournalWriter(this.file, generation);
+    this.inherited = { entries: 0 };
+    this.appended = 0;
+    this.journaled = { keys: new Set(), paths: new Set() };
   }
+}
+
+/**
+ * Whether the state file plus journal, which hold `previous` and then what `journaled` names,
+ * already say everything `next` says: every record of `next` is either one of `previous` (same
+ * object: finalize reuses the records it would write unchanged) or the record of a step the
+ * journal holds, no record was dropped or added, and every file hash that changed belongs to a
+ * journaled step. Anything else (a failed step, a cleaned output, a touched static file whose new
+ * mtime should be remembered) means the state file must be written.
+ */
+export function journalCovers(previous: SavedState, next: SavedState, journaled: Journaled): boolean {
+  if (next.steps.length !== previous.steps.length) return false;
+  const left = new Set(previous.steps);
+  const fresh: SavedStep[] = [];
+  for (const r of next.steps) if (!left.delete(r)) fresh.push(r);
+  // The records that are not the loaded objects: skipped plans (their replayed declarations are
+  // new arrays) and the steps that ran. Each must replace the record of the same step.
+  const previousByKey = new Map<string, SavedStep>();
+  for (const r of left) previousByKey.set(stepKey(r.command, r.workdir), r);
+  if (previousByKey.size !== fresh.length) return false;
+  for (const r of fresh) {
+    const key = stepKey(r.command, r.workdir);
+    const old = previousByKey.get(key);
+    if (old === undefined) return false;
+    if (journaled.keys.has(key) ? r.fingerprint === null : !sameData(old, r)) return false;
+  }
+  for (const [path, hash] of next.files) {
+    const old = previous.files.get(path);
+    if (old === hash || journaled.paths.has(path)) continue;
+    if (old === undefined || !sameStatAndContent(old, hash)) return false;
+  }
+  for (const path of previous.files.keys()) if (!next.files.has(path)) return false;
+  return true;
+}
+
+/** Structural equality of plain saved data: objects, arrays, byte arrays and primitives. */
+function sameData(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
+  if (a instanceof Uint8Array || b instanceof Uint8Array) {
+    return a instanceof Uint8Array && b instanceof Uint8Array && equalBytes(a, b);
+  }
+  if (Array.isArray(a) || Array.isArray(b)) {
+    if (!Array.isArray(a) || !Array.isArray(b) || a.length !== b.length) return false;
+    for (let i = 0; i < a.length; i++) if (!sameData(a[i], b[i])) return false;
+    return true;
+  }
+  const ka = Object.keys(a);
+  if (ka.length !== Object.keys(b).length) return false;
+  for (const k of ka) if (!sameData((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k])) return false;
+  return true;
+}
+
+function sameStatAndContent(a: FileHash, b: FileHash): boolean {
+  return a.mtimeMs === b.mtimeMs && a.ino === b.ino && sameContent(a, b);
 }
 
 /** The journal entry of a step that succeeded: what the end-of-run save would record for it. */

@@ -6,6 +6,7 @@ import type { EventSink } from "../events.js";
 import { removeDirectorInfo, writeDirectorInfo } from "../rpc/locate.js";
 import { RpcServer } from "../rpc/server.js";
 import { acquireLock } from "../state/lock.js";
+import { JOURNAL_FILE } from "../state/journal.js";
 import { STATE_FILE } from "../state/store.js";
 import { WorkerPool } from "../workers/pool.js";
 import type { SavedState } from "../state/types.js";
@@ -14,7 +15,7 @@ import { parentPath } from "../paths.js";
 import { ChangeRecorder, entriesBelow } from "./changes.js";
 import { Controller, type RunMode } from "./controller.js";
 import { cleanObsoleteOutputs, stateToSave, summarize, type PhaseSummary, type StopReason } from "./finalize.js";
-import { openState, type StepJournal } from "./persistence.js";
+import { journalCovers, journalLimit, openState, type StepJournal } from "./persistence.js";
 import { Session } from "./session.js";
 
 export interface RunOptions {
@@ -231,8 +232,25 @@ async function runPhase(
   let state = previous;
   if (!unchanged) {
     state = stateToSave(session, summary.complete);
-    await journal.save(state);
-    opts.sink.emit({ kind: "workflow", message: `Dumped to .stepup/${STATE_FILE}` });
+    // A few steps ran and nothing else changed: the journal already holds it all, and rewriting
+    // the whole state file (over a second at 100,000 steps) can wait until the journal is long.
+    const limit = journalLimit(state.steps.length, opts.env);
+    const leave =
+      previousOnDisk &&
+      journal.usable &&
+      journal.entries <= limit &&
+      journalCovers(previous, state, journal.recorded) &&
+      journal.endWithoutSaving();
+    if (leave) {
+      const n = journal.entries;
+      opts.sink.emit({
+        kind: "workflow",
+        message: `Recorded in .stepup/${JOURNAL_FILE} (${n} entr${n === 1 ? "y" : "ies"}; compacted into ${STATE_FILE} beyond ${limit})`,
+      });
+    } else {
+      await journal.save(state);
+      opts.sink.emit({ kind: "workflow", message: `Dumped to .stepup/${STATE_FILE}` });
+    }
   }
   if (opts.progressMs) opts.sink.emit(session.progress());
   const failed = summary.failedSteps + summary.failedPlans;

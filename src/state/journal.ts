@@ -236,6 +236,11 @@ export class JournalWriter {
   constructor(
     readonly file: string,
     readonly generation: string,
+    /**
+     * Continue a journal that exists, is intact and names `generation` (a run that ended normally
+     * without compacting it), instead of starting the file afresh.
+     */
+    private readonly resume = false,
   ) {}
 
   /**
@@ -245,9 +250,9 @@ export class JournalWriter {
   append(entry: JournalEntry): void {
     const bytes = encoder.entry(entry);
     if (this.fd === undefined) {
-      const fd = openSync(this.file, "w");
+      const fd = openSync(this.file, this.resume ? "a" : "w");
       try {
-        writeAll(fd, header(this.generation));
+        if (!this.resume) writeAll(fd, header(this.generation));
       } catch (e) {
         closeSync(fd);
         throw e;
@@ -545,6 +550,59 @@ export function readJournal(file: string): JournalContents {
  */
 export function applyJournal(state: SavedState, entries: readonly JournalEntry[]): SavedState {
   if (entries.length === 0) return state;
+  return applyReruns(state, entries) ?? applyInGeneral(state, entries);
+}
+
+/**
+ * The common case in O(entries) plus one pass over the records: every entry is a step that was
+ * already recorded under the same creator with the same definition, defines no steps and has no
+ * recorded children (the journal a run leaves when it reran a few steps). Its record is replaced,
+ * nothing moves, and every other record is kept as the same object. Null when any entry does not
+ * fit; applyInGeneral then does the whole job, with the same result.
+ */
+function applyReruns(state: SavedState, entries: readonly JournalEntry[]): SavedState | null {
+  const byKey = new Map<string, number>();
+  const claimed = new Uint8Array(state.steps.length);
+  state.steps.forEach((r, i) => {
+    byKey.set(stepKey(r.command, r.workdir), i);
+    if (!r.orphan && r.creator >= 0) claimed[r.creator] = 1;
+  });
+  const steps = state.steps.slice();
+  const files = new Map(state.files);
+  for (const e of entries) {
+    const s = e.step;
+    if (e.children.length > 0) return null;
+    const i = byKey.get(stepKey(s.command, s.workdir));
+    if (i === undefined || claimed[i] === 1) return null;
+    const old = steps[i]!;
+    if (old.orphan || !sameDefinition(old, s)) return null;
+    const creatorKey = old.creator >= 0 ? stepKey(state.steps[old.creator]!.command, state.steps[old.creator]!.workdir) : null;
+    if (creatorKey !== e.creator) return null;
+    steps[i] = {
+      command: s.command,
+      workdir: s.workdir,
+      inp: s.inp,
+      out: s.out,
+      vol: s.vol,
+      env: s.env,
+      pool: s.pool,
+      optional: s.optional,
+      block: s.block,
+      creator: old.creator,
+      orphan: false,
+      statics: s.statics,
+      pools: s.pools,
+      globs: s.globs,
+      amended: s.amended,
+      fingerprint: s.fingerprint,
+    };
+    for (const [path, hash] of e.files) files.set(path, hash);
+  }
+  return { files, steps };
+}
+
+/** The general merge (exported so tests can check that applyReruns agrees with it). */
+export function applyInGeneral(state: SavedState, entries: readonly JournalEntry[]): SavedState {
   const recs: SavedStep[] = state.steps.map((s) => ({ ...s }));
   const byKey = new Map<string, number>();
   /** Non-orphan records by the creator they claim: finding a step's children must not scan all. */

@@ -163,7 +163,62 @@ describe("crash safety", () => {
     checkOutputs(p);
     const noop = await tsup(p.dir);
     assert.deepEqual(withAction(noop, "START"), [], show(noop));
-    assert.ok(!existsSync(p.path(".stepup/workflow.journal")), "the journal is folded in at the end");
+    assert.doesNotMatch(noop.stdout, /Recovered/, show(noop));
+    // A run that ends normally either folds the journal into the state file or leaves it with
+    // an end marker (few steps ran); nothing else may be left behind.
+    const left = readdirSync(p.path(".stepup")).filter((f) => f.startsWith("workflow.journal")).sort();
+    assert.ok(left.length === 0 || left.join() === "workflow.journal,workflow.journal.end", left.join());
+  });
+});
+
+describe("ending a run without rewriting the state file", () => {
+  const plan: Record<string, string> = {
+    "plan.ts": `import { declareStatic, step } from "tsup-flow";
+declareStatic(...Array.from({ length: 20 }, (_, i) => \`in/\${i}.txt\`));
+for (let i = 0; i < 20; i++) step(\`sed s/^/z/ in/\${i}.txt > z\${i}.txt\`, { inp: \`in/\${i}.txt\`, out: \`z\${i}.txt\` });
+`,
+  };
+  for (let i = 0; i < 20; i++) plan[`in/${i}.txt`] = `input ${i}\n`;
+
+  test("a few reruns go to the journal, later runs continue it, a long journal or any other change is compacted", async () => {
+    const p = fresh(plan);
+    const stateFile = p.path(".stepup/workflow.mpk.xz");
+    const journal = p.path(".stepup/workflow.journal");
+    assert.equal((await tsup(p.dir)).code, 0);
+    const saved = readFileSync(stateFile);
+    const env = { TSUP_JOURNAL_LIMIT: "3" };
+    for (let n = 1; n <= 3; n++) {
+      p.write("in/4.txt", `edit ${n}\n`);
+      const r = await tsup(p.dir, ["-n", "-w2"], { env });
+      assert.equal(r.code, 0, show(r));
+      assert.deepEqual(withAction(r, "START"), ["sed s/^/z/ in/4.txt > z4.txt"], show(r));
+      assert.match(r.stdout, new RegExp(`WORKFLOW │ Recorded in \\.stepup/workflow\\.journal \\(${n} entr`), show(r));
+      assert.doesNotMatch(r.stdout, /Dumped|Recovered/, show(r));
+      assert.deepEqual(readFileSync(stateFile), saved, "the state file is left alone");
+      assert.equal(p.read("z4.txt"), `zedit ${n}\n`);
+    }
+    // A no-op run on top of the journal skips everything and writes nothing.
+    const noop = await tsup(p.dir, ["-n", "-w2"], { env });
+    assert.deepEqual(withAction(noop, "START"), [], show(noop));
+    assert.doesNotMatch(noop.stdout, /Recovered|Dumped|Recorded/, show(noop));
+    // The fourth entry is one too many: compacted.
+    p.write("in/5.txt", "edit 4\n");
+    const fourth = await tsup(p.dir, ["-n", "-w2"], { env });
+    assert.match(fourth.stdout, /Dumped to \.stepup\/workflow\.mpk\.xz/, show(fourth));
+    assert.ok(!existsSync(journal));
+    // A failed step is not something the journal records: compacted too.
+    p.write("in/6.txt", "edit 5\n");
+    p.write("plan.ts", p.read("plan.ts") + `step("exit 1");\n`);
+    const failed = await tsup(p.dir, ["-n", "-w2"], { env });
+    assert.equal(failed.code, 4, show(failed));
+    assert.match(failed.stdout, /Dumped/, show(failed));
+    // Whatever path the state took, the next run skips exactly what is up to date.
+    p.write("plan.ts", p.read("plan.ts").replace(`step("exit 1");\n`, ""));
+    p.write("in/7.txt", "edit 6\n");
+    const last = await tsup(p.dir, ["-n", "-w2"], { env });
+    assert.equal(last.code, 0, show(last));
+    assert.deepEqual(withAction(last, "START").sort(), ["./plan.ts", "sed s/^/z/ in/7.txt > z7.txt"], show(last));
+    for (let i = 0; i < 20; i++) assert.match(p.read(`z${i}.txt`), /^z/);
   });
 });
 

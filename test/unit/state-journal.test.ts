@@ -5,8 +5,9 @@ import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { crc32 } from "node:zlib";
 import type { TsupEvent } from "../../src/events.js";
-import { openState } from "../../src/director/persistence.js";
+import { openState, StepJournal } from "../../src/director/persistence.js";
 import {
+  applyInGeneral,
   applyJournal,
   encodeEntry,
   JOURNAL_FILE,
@@ -397,6 +398,32 @@ describe("applying a journal", () => {
     }
   });
 
+  test("reruns of recorded steps take the short path, with the result of the general one", () => {
+    const s = base();
+    const j = [
+      entry("cp a b", "./plan.ts", { fp: 70, files: [["b", fileHash(5)]] }),
+      entry("sub-child", "sub", { fp: 71, files: [["in.txt", fileHash(6)]] }),
+      entry("cp a b", "./plan.ts", { fp: 72 }),
+    ];
+    const fast = applyJournal(s, j);
+    assert.deepEqual(plain(fast), plain(applyInGeneral(s, j)));
+    // Short path: the records no entry names are the very objects of the input.
+    assert.equal(fast.steps[0], s.steps[0]);
+    assert.equal(fast.steps[4], s.steps[4]);
+    assert.deepEqual(plain(fast.steps[1]!.fingerprint), plain(fingerprint(72)));
+    // Entries the short path must refuse (a plan with children, a moved step, a new step, another
+    // definition): had it taken one, its result would differ from the general one.
+    for (const other of [
+      entry("sub", "./plan.ts", { children: [def("sub-child")] }),
+      entry("cp c d", "sub"),
+      entry("brand new", "./plan.ts"),
+      entry("cp a b", "./plan.ts", { d: { inp: ["a2"] } }),
+    ]) {
+      const mixed = [j[0]!, other];
+      assert.deepEqual(plain(applyJournal(s, mixed)), plain(applyInGeneral(s, mixed)));
+    }
+  });
+
   test("the merged state can be saved and loaded", async () => {
     const dir = tempStepup();
     const out = applyJournal(base(), [fullEntry(), entry("./plan.ts", null, { children: [def("sub")] })]);
@@ -485,6 +512,52 @@ describe("openState", () => {
     // The bad file was replaced by an empty state of a new generation, and the copies kept.
     assert.equal((await loadState(dir)).warning, undefined);
     assert.equal(readdirSync(dir).filter((f) => f.includes(".bad-")).length, 2);
+  });
+
+  test("a journal left on purpose is applied silently and continued; a crash after it recovers only what is newer", async () => {
+    const dir = tempStepup();
+    const gen = newGeneration();
+    await saveState(dir, state(), gen);
+    const saved = readFileSync(join(dir, STATE_FILE));
+    assert.equal(new StepJournal(dir, sink(), gen).endWithoutSaving(), false, "no journal yet: nothing to leave");
+    // A run recorded one step and ended without saving: journal plus end marker.
+    const file = writeJournal(dir, gen, [entry("cp a b", "./plan.ts", { fp: 6 })]);
+    assert.equal(new StepJournal(dir, sink(), gen, { entries: 1 }).endWithoutSaving(), true);
+    assert.ok(existsSync(join(dir, `${JOURNAL_FILE}.end`)));
+
+    const s1 = sink();
+    const second = await openState(dir, s1);
+    assert.deepEqual(s1.events, [], "no recovery message for a journal left on purpose");
+    assert.equal(second.warning, undefined);
+    assert.deepEqual(plain(second.state.steps[1]!.fingerprint), plain(fingerprint(6)));
+    assert.deepEqual(readFileSync(join(dir, STATE_FILE)), saved, "the state file is not rewritten");
+    assert.equal(second.journal.entries, 1);
+
+    // The next run appends to the same journal and is killed before it ends (no new marker).
+    const w = new JournalWriter(file, gen, true);
+    w.append(entry("cp a b", "./plan.ts", { fp: 7 }));
+    w.close();
+    assert.equal(readJournal(file).entries.length, 2);
+    const s2 = sink();
+    const third = await openState(dir, s2);
+    assert.match(JSON.stringify(s2.events), /Recovered 1 finished step from/);
+    assert.deepEqual(plain(third.state.steps[1]!.fingerprint), plain(fingerprint(7)));
+    // Recovered means compacted: a new generation, no journal, no marker.
+    assert.deepEqual(readdirSync(dir), [STATE_FILE]);
+    assert.deepEqual(plain((await loadState(dir)).state), plain(third.state));
+  });
+
+  test("a journal whose end marker does not match it counts as left by a crash", async () => {
+    const dir = tempStepup();
+    const gen = newGeneration();
+    await saveState(dir, state(), gen);
+    writeJournal(dir, gen, [entry("cp a b", "./plan.ts", { fp: 6 })]);
+    writeFileSync(join(dir, `${JOURNAL_FILE}.end`), JSON.stringify({ generation: newGeneration(), entries: 1, bytes: 1 }));
+    const s = sink();
+    const opened = await openState(dir, s);
+    assert.match(JSON.stringify(s.events), /Recovered 1 finished step from/);
+    assert.deepEqual(plain(opened.state.steps[1]!.fingerprint), plain(fingerprint(6)));
+    assert.deepEqual(readdirSync(dir), [STATE_FILE]);
   });
 
   test("a state file without a generation (older tsup) gets one before anything is journaled", async () => {
