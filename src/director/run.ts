@@ -2,6 +2,7 @@
 // director socket, build, report, clean, save. The CLI calls this; so can tests.
 import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { setFlagsFromString } from "node:v8";
 import type { EventSink } from "../events.js";
 import { removeDirectorInfo, writeDirectorInfo } from "../rpc/locate.js";
 import { RpcServer } from "../rpc/server.js";
@@ -77,6 +78,7 @@ export async function runOnce(opts: RunOptions): Promise<RunOutcome> {
     } else if (loaded.loaded) {
       opts.sink.emit({ kind: "workflow", message: `Loaded from .stepup/${STATE_FILE}` });
     }
+    if (loaded.state.steps.length === 0) collectGarbageSooner();
     const interactive = opts.interactive === true;
     const recorder = new ChangeRecorder({
       root: opts.root,
@@ -259,6 +261,18 @@ async function runPhase(
     `${summary.pending} pending${ctl.interrupted ? ", interrupted" : ""}`;
   opts.sink.emit({ kind: "director", message: directorLine });
   return { summary, state, directorLine };
+}
+
+/**
+ * A first build: make V8 collect the old generation when it has grown by 20% instead of its
+ * default (which let it grow about fourfold). Each finished step leaves a little garbage that
+ * survives the young generation, and by default it piled up: a cold build of 30,000 steps peaked
+ * at 310 MB with 91 MB live; with this, 242 MB, at no measurable CPU cost. Only for first builds:
+ * with a state to load and check, it made no-op runs of 30,000 steps about 10% slower. Set before
+ * the heap has grown, since V8 applies the factor when it next sets its collection threshold.
+ */
+function collectGarbageSooner(): void {
+  setFlagsFromString("--heap-growing-percent=20");
 }
 
 /** For the key f: the same workflow, but every step must run again. */
