@@ -116,6 +116,11 @@ function peakKb(samples: Sample[], kind: Kind, n: number, tool: Tool, phase: Pha
 // ---------------------------------------------------------------------------------------------
 // Formatting
 
+/** Seconds with their unit, or "n/a". */
+function withS(v: number | null): string {
+  return v === null ? "n/a" : `${secs(v)} s`;
+}
+
 function secs(v: number | null): string {
   if (v === null) return "n/a";
   return v < 0.1 ? v.toFixed(3) : v < 10 ? v.toFixed(2) : v.toFixed(1);
@@ -168,19 +173,26 @@ export function targets(r: Results, bigN: number | null): Target[] {
   check("flat N=5000 no-op rerun under 0.5 s", med(s, "flat", 5000, "tsup", "noop", "wallS"), 0.5, (v) => `${secs(v)} s`);
   check("flat N=5000 one-changed rerun under 0.5 s", med(s, "flat", 5000, "tsup", "changed", "wallS"), 0.5, (v) => `${secs(v)} s`);
   check("fan N=5000 no-op rerun under 0.5 s", med(s, "fan", 5000, "tsup", "noop", "wallS"), 0.5, (v) => `${secs(v)} s`);
-  const pool = med(s, "pool", 200, "tsup", "cold", "wallS");
-  check("pool: 200 × sleep 0.05 in a pool of 2, 4 workers, within 10% of 5 s", pool, 5.5, (v) => {
-    const span = med(s, "pool", 200, "tsup", "cold", "spanS");
-    return `${secs(v)} s wall (${span === null ? "" : `${secs(span)} s from first to last pool step`})`;
-  });
+  // The issue names the ideal makespan, 5 s: the schedule of the 200 steps, from the first start
+  // to the last end. The wall time adds starting node and the plan, and saving; both are shown.
+  const poolWall = med(s, "pool", 200, "tsup", "cold", "wallS");
+  const poolSpan = med(s, "pool", 200, "tsup", "cold", "spanS");
+  check("pool: 200 × sleep 0.05 in a pool of 2, 4 workers, makespan within 10% of 5 s", poolSpan, 5.5, (v) =>
+    `${secs(v)} s from first to last pool step (${poolWall === null ? "" : `${secs(poolWall)} s wall`})`,
+  );
   const n = bigN ?? 100_000;
   check(`flat N=${n} no-op rerun under 5 s`, bigN ? med(s, "flat", n, "tsup", "noop", "wallS") : null, 5, (v) => `${secs(v)} s`);
   const mem = bigN ? Math.max(...(["cold", "noop", "changed"] as Phase[]).map((p) => peakKb(s, "flat", n, "tsup", p) ?? 0)) : 0;
   check(`flat N=${n}: director peak memory under 600 MB`, mem ? mem / 1024 : null, 600, (v) => `${v.toFixed(0)} MB (largest of cold, no-op, one-changed)`);
-  const save = bigN ? med(s, "flat", n, "tsup", "changed", "saveS") : null;
+  // The full save at the end of the cold build: a rerun of a few steps leaves the journal in
+  // place and saves nothing (docs/reference/fingerprint.md), so it has no save to time.
+  const save = bigN ? med(s, "flat", n, "tsup", "cold", "saveS") : null;
+  const changedSave = bigN ? med(s, "flat", n, "tsup", "changed", "saveS") : null;
   const iso = r.stateIo && r.stateIo.n === n ? median(r.stateIo.saveS) : null;
   check(`flat N=${n}: saving the state under 1 s`, save ?? iso, 1, (v) =>
-    `${secs(v)} s in the run${iso === null ? "" : `; saveState alone ${secs(iso)} s`}`,
+    `${secs(v)} s at the end of the cold build` +
+    (changedSave === null ? "; the one-changed rerun saves nothing (journal left in place)" : `; ${secs(changedSave)} s in the one-changed rerun`) +
+    (iso === null ? "" : `; saveState alone ${secs(iso)} s`),
   );
   const chainGroup = bigN ? r.groups.find((g) => g.kind === "chain" && g.n === n && g.tools.includes("tsup")) : undefined;
   const chainRuns = s.filter((x) => x.kind === "chain" && x.n === n && x.tool === "tsup");
@@ -351,8 +363,9 @@ export function render(r: Results): string {
         ["loadState", `${secs(median(io.loadS))} s`, io.loadS.map(secs).join(", ")],
         ["saveState", `${secs(median(io.saveS))} s`, io.saveS.map(secs).join(", ")],
         ["saveState again", `${secs(median(io.saveAgainS))} s`, io.saveAgainS.map(secs).join(", ")],
-        ["Save inside the one-changed run (from `-s`)", `${secs(med(s, "flat", io.n, "tsup", "changed", "saveS"))} s`, ""],
-        ["One-changed run minus no-op run", noop !== null && changed !== null ? `${secs(changed - noop)} s` : "n/a", "saving, one step, starting a launcher shell"],
+        ["Save at the end of the cold build (from `-s`)", withS(med(s, "flat", io.n, "tsup", "cold", "saveS")), ""],
+        ["Save inside the one-changed run (from `-s`)", withS(med(s, "flat", io.n, "tsup", "changed", "saveS")), "none when the run leaves its entry in the journal"],
+        ["One-changed run minus no-op run", noop !== null && changed !== null ? `${secs(changed - noop)} s` : "n/a", "one step, its journal entry, starting a launcher shell"],
       ]),
       "",
     );

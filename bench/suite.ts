@@ -46,6 +46,7 @@ const HELP = `Usage: npm run bench -- [options]
   --dir <folder>        where the workloads are generated (default a new folder in $TMPDIR)
   --out <file|->        the report (default docs/performance.md; - or --quick: print only)
   --keep                keep the generated workloads
+  --from <results.json> only render the report from an earlier run's raw samples
 `;
 
 interface Options {
@@ -418,4 +419,17 @@ function main(): void {
   if (ses.groups.some((g) => Object.keys(g.failed).length)) process.exitCode = 1;
 }
 
-main();
+// `--from <results.json>`: render the report from the raw samples of an earlier run (after a
+// change to report.ts), instead of measuring again. Writes docs/performance.md, or prints with --out -.
+const fromIndex = process.argv.indexOf("--from");
+if (fromIndex >= 0) {
+  const file = process.argv[fromIndex + 1];
+  if (file === undefined) throw new Error("--from needs the path of a results.json");
+  const outIndex = process.argv.indexOf("--out");
+  const out = outIndex >= 0 ? process.argv[outIndex + 1] : join(REPO, "docs/performance.md");
+  const md = render(JSON.parse(readFileSync(file, "utf8")) as Results);
+  if (out === "-" || out === undefined) process.stdout.write(md + "\n");
+  else writeDoc(out, md);
+} else {
+  main();
+}
