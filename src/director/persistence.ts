@@ -143,12 +143,10 @@ export interface Journaled {
 export class StepJournal {
   private readonly file: string;
   private writer: JournalWriter | undefined;
-  private generation: string | undefined;
-  /** Entries in the journal file when this run took it over (0 for a fresh one). */
-  private inherited: { entries: number };
-  /** Appended since the state file was last written (this run's part; see inherited). */
-  private journaled: Journaled = { keys: new Set(), paths: new Set() };
-  private appended = 0;
+  /** Entries in the journal file, counting those of earlier runs it continues. */
+  entries: number;
+  /** Steps and files recorded in the journal since this director last wrote the state file. */
+  recorded: Journaled = { keys: new Set(), paths: new Set() };
 
   constructor(
     private readonly stepupDir: string,
@@ -159,26 +157,8 @@ export class StepJournal {
     resume?: { entries: number },
   ) {
     this.file = join(stepupDir, JOURNAL_FILE);
-    this.inherited = resume ?? { entries: 0 };
-    if (isGeneration(generation)) {
-      this.generation = generation;
-      this.writer = new JournalWriter(this.file, generation, resume !== undefined);
-    }
-  }
-
-  /** Entries in the journal file, counting those of earlier runs it continues. */
-  get entries(): number {
-    return this.inherited.entries + this.appended;
-  }
-
-  /** Steps and files recorded in the journal since this director last wrote the state file. */
-  get recorded(): Journaled {
-    return this.journaled;
-  }
-
-  /** Whether a run may end by leaving the journal (endWithoutSaving) instead of saving. */
-  get usable(): boolean {
-    return this.writer !== undefined;
+    this.entries = resume?.entries ?? 0;
+    if (isGeneration(generation)) this.writer = new JournalWriter(this.file, generation, resume !== undefined);
   }
 
   /** Record a step that just succeeded. Must be called before its SUCCESS is reported. */
@@ -188,9 +168,9 @@ export class StepJournal {
     try {
       const entry = entryFor(step, files);
       writer.append(entry);
-      this.appended++;
-      this.journaled.keys.add(step.key);
-      for (const [path] of entry.files) this.journaled.paths.add(path);
+      this.entries++;
+      this.recorded.keys.add(step.key);
+      for (const [path] of entry.files) this.recorded.paths.add(path);
     } catch (e) {
       // A full disk should not stop the build; the state file is still saved at the end.
       this.writer = undefined;
@@ -220,10 +200,10 @@ export class StepJournal {
    * false (and the caller saves instead) when the marker cannot be written.
    */
   endWithoutSaving(): boolean {
-    if (this.writer === undefined || this.generation === undefined) return false;
+    if (this.writer === undefined) return false;
     try {
       // Entries are appended with one write() each, so the size is that of whole entries.
-      const marker: EndMarker = { generation: this.generation, entries: this.entries, bytes: statSync(this.file).size };
+      const marker: EndMarker = { generation: this.writer.generation, entries: this.entries, bytes: statSync(this.file).size };
       writeFileSync(join(this.stepupDir, END_FILE), JSON.stringify(marker) + "\n");
       return true;
     } catch {
@@ -241,11 +221,9 @@ export class StepJournal {
     await saveState(this.stepupDir, state, generation);
     // What is left of the old journal names the previous generation: the next run ignores it.
     this.discard();
-    this.generation = generation;
     this.writer = new JournalWriter(this.file, generation);
-    this.inherited = { entries: 0 };
-    this.appended = 0;
-    this.journaled = { keys: new Set(), paths: new Set() };
+    this.entries = 0;
+    this.recorded = { keys: new Set(), paths: new Set() };
   }
 }
 

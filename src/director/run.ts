@@ -239,7 +239,6 @@ async function runPhase(
     const limit = journalLimit(state.steps.length, opts.env);
     const leave =
       previousOnDisk &&
-      journal.usable &&
       journal.entries <= limit &&
       journalCovers(previous, state, journal.recorded) &&
       journal.endWithoutSaving();

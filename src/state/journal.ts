@@ -578,24 +578,7 @@ function applyReruns(state: SavedState, entries: readonly JournalEntry[]): Saved
     if (old.orphan || !sameDefinition(old, s)) return null;
     const creatorKey = old.creator >= 0 ? stepKey(state.steps[old.creator]!.command, state.steps[old.creator]!.workdir) : null;
     if (creatorKey !== e.creator) return null;
-    steps[i] = {
-      command: s.command,
-      workdir: s.workdir,
-      inp: s.inp,
-      out: s.out,
-      vol: s.vol,
-      env: s.env,
-      pool: s.pool,
-      optional: s.optional,
-      block: s.block,
-      creator: old.creator,
-      orphan: false,
-      statics: s.statics,
-      pools: s.pools,
-      globs: s.globs,
-      amended: s.amended,
-      fingerprint: s.fingerprint,
-    };
+    steps[i] = { ...s, creator: old.creator, orphan: false };
     for (const [path, hash] of e.files) files.set(path, hash);
   }
   return { files, steps };

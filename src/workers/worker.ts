@@ -214,22 +214,14 @@ export class Worker {
       return;
     }
     const start = performance.now();
-    const inputs = req.inputs;
-    const outcomes: Array<HashOutcome | LargeFile> = new Array<HashOutcome | LargeFile>(inputs.length);
-    let large = false;
-    for (let i = 0; i < inputs.length; i++) {
-      const inp = inputs[i]!;
-      const outcome = hashPathUpTo(this.abs(inp.path), inp.path.endsWith("/"), inp.known, LARGE_FILE_BYTES);
-      if (outcome.kind === "large") large = true;
-      outcomes[i] = outcome;
-    }
-    if (!large) {
+    const outcomes = this.hashSmall(req.inputs);
+    if (!outcomes.some(isLarge)) {
       this.launch(req, done, exited, start, outcomes as HashOutcome[]);
       return;
     }
     const stage: Stage = { kind: "hashing", signal: null };
     this.stage = stage;
-    void Promise.all(outcomes.map((o) => (o.kind === "large" ? hashLargeFile(o) : o))).then((hashed) => {
+    void hashLarge(outcomes).then((hashed) => {
       if (this.stage !== stage) return;
       this.stage = { kind: "idle" };
       if (this.closed || stage.signal !== null) {
@@ -472,24 +464,21 @@ export class Worker {
       outputHashes: NO_HASHES,
       spawnError: status === null && step.delivered === null ? "The step's launcher shell died" : null,
     };
-    const outputs = req.outputs;
-    const outcomes: Array<HashOutcome | LargeFile> = new Array<HashOutcome | LargeFile>(outputs.length);
-    let large = false;
-    for (let i = 0; i < outputs.length; i++) {
-      const o = outputs[i]!;
-      const outcome = hashPathUpTo(this.abs(o.path), o.path.endsWith("/"), o.known, LARGE_FILE_BYTES);
-      if (outcome.kind === "large") large = true;
-      outcomes[i] = outcome;
-    }
-    if (!large) {
+    const outcomes = this.hashSmall(req.outputs);
+    if (!outcomes.some(isLarge)) {
       result.outputHashes = outputHashes(outcomes as HashOutcome[]);
       step.done(result);
       return;
     }
-    void Promise.all(outcomes.map((o) => (o.kind === "large" ? hashLargeFile(o) : o))).then((hashed) => {
+    void hashLarge(outcomes).then((hashed) => {
       result.outputHashes = outputHashes(hashed);
       step.done(result);
     });
+  }
+
+  /** Hash `paths` now, except files above LARGE_FILE_BYTES that need reading (see hashLarge). */
+  private hashSmall(paths: RunRequest["inputs"]): Array<HashOutcome | LargeFile> {
+    return paths.map((p) => hashPathUpTo(this.abs(p.path), p.path.endsWith("/"), p.known, LARGE_FILE_BYTES));
   }
 
   /** Inputs whose stat no longer matches what was hashed before the command ran. */
@@ -511,6 +500,15 @@ export class Worker {
     }
     return changed ?? NO_STRINGS;
   }
+}
+
+function isLarge(o: HashOutcome | LargeFile): o is LargeFile {
+  return o.kind === "large";
+}
+
+/** Finish what hashSmall left: the large files, each read without blocking the event loop. */
+function hashLarge(outcomes: Array<HashOutcome | LargeFile>): Promise<HashOutcome[]> {
+  return Promise.all(outcomes.map((o) => (isLarge(o) ? hashLargeFile(o) : o)));
 }
 
 function outputHashes(outcomes: HashOutcome[]): Array<FileHash | null> {

@@ -171,14 +171,20 @@ describe("crash safety", () => {
   });
 });
 
-describe("ending a run without rewriting the state file", () => {
-  const plan: Record<string, string> = {
+/** n static inputs `in/<i>.txt` ("input <i>") and n steps `sed s/^/<x>/ in/<i>.txt > <x><i>.txt`. */
+function sedProject(n: number, x: string): Record<string, string> {
+  const project: Record<string, string> = {
     "plan.ts": `import { declareStatic, step } from "tsup-flow";
-declareStatic(...Array.from({ length: 20 }, (_, i) => \`in/\${i}.txt\`));
-for (let i = 0; i < 20; i++) step(\`sed s/^/z/ in/\${i}.txt > z\${i}.txt\`, { inp: \`in/\${i}.txt\`, out: \`z\${i}.txt\` });
+declareStatic(...Array.from({ length: ${n} }, (_, i) => \`in/\${i}.txt\`));
+for (let i = 0; i < ${n}; i++) step(\`sed s/^/${x}/ in/\${i}.txt > ${x}\${i}.txt\`, { inp: \`in/\${i}.txt\`, out: \`${x}\${i}.txt\` });
 `,
   };
-  for (let i = 0; i < 20; i++) plan[`in/${i}.txt`] = `input ${i}\n`;
+  for (let i = 0; i < n; i++) project[`in/${i}.txt`] = `input ${i}\n`;
+  return project;
+}
+
+describe("ending a run without rewriting the state file", () => {
+  const plan = sedProject(20, "z");
 
   test("a few reruns go to the journal, later runs continue it, a long journal or any other change is compacted", async () => {
     const p = fresh(plan);
@@ -223,13 +229,7 @@ for (let i = 0; i < 20; i++) step(\`sed s/^/z/ in/\${i}.txt > z\${i}.txt\`, { in
 });
 
 describe("damaged state and journal files", () => {
-  const small: Record<string, string> = {
-    "plan.ts": `import { declareStatic, step } from "tsup-flow";
-declareStatic(...Array.from({ length: 30 }, (_, i) => \`in/\${i}.txt\`));
-for (let i = 0; i < 30; i++) step(\`sed s/^/y/ in/\${i}.txt > y\${i}.txt\`, { inp: \`in/\${i}.txt\`, out: \`y\${i}.txt\` });
-`,
-  };
-  for (let i = 0; i < 30; i++) small[`in/${i}.txt`] = `input ${i}\n`;
+  const small = sedProject(30, "y");
   const check = (p: Project): void => {
     for (let i = 0; i < 30; i++) assert.equal(p.read(`y${i}.txt`), `yinput ${i}${i % 3 === 0 ? " changed" : ""}\n`, `y${i}.txt`);
   };
