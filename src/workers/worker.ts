@@ -107,7 +107,43 @@ export function effectiveCommand(command: string, tsNode: string, tsLoader: stri
   return `${shellQuote(tsNode)} --import ${shellQuote(tsLoader)} ${command.trimStart()}`;
 }
 
-/** The shell code a launcher subshell runs for one step: cd, env, exec /bin/sh -c. */
+// A word of a simple command: unquoted characters that mean nothing to the shell, and
+// single-quoted strings (what shellQuote and the plan API's path substitution produce).
+const PLAIN_WORD = String.raw`(?:[A-Za-z0-9_\/.,:@%+=-]|'[^']*')+`;
+const SIMPLE_COMMAND = new RegExp(String.raw`^[ \t]*(${PLAIN_WORD})(?:[ \t]+${PLAIN_WORD})*[ \t]*$`);
+
+// Builtins and reserved words of dash and bash (either may be /bin/sh): `exec` would run the
+// program of that name instead, or fail, where `sh -c` runs the builtin.
+const SHELL_BUILTINS = new Set(
+  (
+    ". : [ alias bg bind break builtin caller cd chdir command compgen complete compopt continue " +
+    "declare dirs disown echo enable eval exec exit export false fc fg getopts hash help history " +
+    "jobs kill let local logout mapfile popd printf pushd pwd read readarray readonly return set " +
+    "shift shopt source suspend test times trap true type typeset ulimit umask unalias unset wait " +
+    "case do done elif else esac fi for function if in select then time until while"
+  ).split(" "),
+);
+
+/**
+ * `command` if it is one simple command made of plain and single-quoted words that names an
+ * external program, else null. Such a command means exactly the same when the step's subshell
+ * execs it directly as under `/bin/sh -c`: no expansions, redirections, operators or
+ * assignments are involved, and the shell would exec the program as its last command anyway.
+ * Skipping the extra `/bin/sh` saves an exec and a dynamic link per step, measured as ~40% of
+ * the CPU time of a `cp` step. Only the wording of a shell error differs ("exec: x: not found").
+ */
+export function directCommand(command: string): string | null {
+  const m = SIMPLE_COMMAND.exec(command);
+  if (m === null) return null;
+  const first = m[1]!.replace(/'/g, "");
+  if (first === "" || first.startsWith("-") || first.includes("=") || SHELL_BUILTINS.has(first)) return null;
+  return command.trim();
+}
+
+/**
+ * The shell code a launcher subshell runs for one step: cd, env, then the command, exec'd
+ * directly when it is simple (directCommand), else through `/bin/sh -c`.
+ */
 export function stepSnippet(command: string, cwd: string | null, env: Record<string, string>): string {
   let snippet = cwd === null ? "" : `cd ${shellQuote(cwd)} || exit 2\n`;
   let envPrefix = "";
@@ -117,7 +153,8 @@ export function stepSnippet(command: string, cwd: string | null, env: Record<str
     if (SHELL_NAME.test(name)) snippet += `export ${assignment}\n`;
     else envPrefix += ` ${assignment}`;
   }
-  return snippet + `exec${envPrefix === "" ? "" : " env" + envPrefix} /bin/sh -c ${shellQuote(command)}`;
+  const direct = directCommand(command);
+  return snippet + `exec${envPrefix === "" ? "" : " env" + envPrefix} ${direct ?? "/bin/sh -c " + shellQuote(command)}`;
 }
 
 interface Launcher {

@@ -8,7 +8,7 @@ import { after, describe, test } from "node:test";
 import { blake3 } from "@napi-rs/blake-hash";
 import { WorkerPool } from "../../src/workers/pool.js";
 import type { RunRequest } from "../../src/workers/protocol.js";
-import { effectiveCommand, shellQuote, stepSnippet } from "../../src/workers/worker.js";
+import { directCommand, effectiveCommand, shellQuote, stepSnippet } from "../../src/workers/worker.js";
 
 const dirs: string[] = [];
 const pools: WorkerPool[] = [];
@@ -78,6 +78,24 @@ async function pidsFrom(file: string, n: number): Promise<number[]> {
 const TWO_SLEEPS = "sleep 30 & echo $! > pids; sleep 30 & echo $! >> pids; wait";
 
 describe("WorkerPool", () => {
+  test("a simple command exec'd directly behaves as under sh -c", { timeout: 30_000 }, async () => {
+    const root = tempDir();
+    writeFileSync(join(root, "a b.txt"), "x\n");
+    writeFileSync(join(root, "args.sh"), 'echo "$#:$1:$2:$TSUP_T"\n');
+    const pool = makePool(root);
+    const copied = await pool.run(req("cp 'a b.txt' 'c d.txt'"));
+    assert.equal(copied.exitCode, 0, copied.stderr);
+    assert.equal(readFileSync(join(root, "c d.txt"), "utf8"), "x\n");
+    // A script without shebang or x bit: the shell runs it, as `sh -c ./args.sh` would.
+    const script = await pool.run(req("sh args.sh 'one two' three", { env: { TSUP_T: "t" } }));
+    assert.equal(script.stdout, "2:one two:three:t\n");
+    const missing = await pool.run(req("no-such-program-tsup x"));
+    assert.equal(missing.exitCode, 127);
+    assert.match(missing.stderr, /no-such-program-tsup: not found/);
+    // The launcher is still there for the next step.
+    assert.equal((await pool.run(req("true"))).exitCode, 0);
+  });
+
   test("runs a command and captures stdout, stderr and the exit code", { timeout: 30_000 }, async () => {
     const root = tempDir();
     const pool = makePool(root);
@@ -386,10 +404,26 @@ describe("command building", () => {
     assert.equal(shellQuote("a/b.c"), "a/b.c");
     assert.equal(shellQuote(""), "''");
     assert.equal(shellQuote("it's $x"), `'it'\\''s $x'`);
-    assert.equal(stepSnippet("cp a b", null, {}), "exec /bin/sh -c 'cp a b'");
+    assert.equal(stepSnippet("cp a b", null, {}), "exec cp a b");
+    assert.equal(stepSnippet("cp a b > c", null, {}), "exec /bin/sh -c 'cp a b > c'");
     assert.equal(
       stepSnippet("echo", "/r/d/", { A: "1", "x.y": "2" }),
       "cd /r/d/ || exit 2\nexport A=1\nexec env x.y=2 /bin/sh -c echo",
     );
+    assert.equal(stepSnippet(" cp  'a b' c ", null, { "x.y": "2" }), "exec env x.y=2 cp  'a b' c");
+  });
+
+  test("only simple commands of plain words naming a program are exec'd directly", () => {
+    for (const simple of ["cp a b", "./gen.py --n=3 out/x.txt", "'my tool' 'it is' x", "/n/node --import file:///l.mjs p.ts", "cp a\tb"]) {
+      assert.notEqual(directCommand(simple), null, simple);
+    }
+    for (const shelly of [
+      "", "   ", "echo hi", "'echo' hi", "cd x", "test -f a", "[ -f a ]", ". ./env.sh", ": nothing", "exit 3",
+      "if", "A=1 cmd", "cp $x y", "cp a b; cp c d", "cp a b && x", "cmd > out", "cmd < in", "cmd | wc",
+      "cp *.txt d", "cp ~/a b", "cmd `x`", 'cp "a b" c', "cp a\\ b c", "cmd # comment", "cmd &",
+      "x\ny", "(cmd)", "{ cmd; }", "-x a", "cp a{b,c} d", "cp a? b", "cp [ab] c", "!cmd",
+    ]) {
+      assert.equal(directCommand(shelly), null, JSON.stringify(shelly));
+    }
   });
 });
