@@ -5,7 +5,7 @@ import { describeStep, type EventSink, type Page } from "../events.js";
 import { isDirPath } from "../paths.js";
 import { hashPath, sameContent } from "../state/filehash.js";
 import type { FileHash, Fingerprint, SavedState, SavedStep } from "../state/types.js";
-import { stepKey, type FileNode, type StepNode } from "../workflow/graph.js";
+import { stepKey, visitStamp, type FileNode, type StepNode } from "../workflow/graph.js";
 import type { Session } from "./session.js";
 
 /** A pending report lists at most this many steps in detail; a summary line covers the rest. */
@@ -189,11 +189,20 @@ export function stateToSave(session: Session, complete: boolean): SavedState {
     const hash = session.files.known(path);
     if (hash) files.set(path, hash);
   };
+  // Live steps name their files through graph nodes: a stamp on the node says "seen", which
+  // at 100,000 steps is markedly cheaper than asking `files` about every path.
+  const stamp = visitStamp();
+  const relevantNode = (f: FileNode): void => {
+    if (f.visited === stamp) return;
+    f.visited = stamp;
+    const hash = session.files.known(f.path);
+    if (hash) files.set(f.path, hash);
+  };
   for (const step of session.graph.steps.values()) {
     index.set(step, steps.length);
     steps.push(savedStep(step, step.creator ? index.get(step.creator) ?? -1 : -1, session.definedStepsBefore(step)));
-    for (const f of step.requires) relevant(f.path);
-    for (const f of step.outputs) relevant(f.path);
+    for (const f of step.requires) relevantNode(f);
+    for (const f of step.outputs) relevantNode(f);
   }
   if (!complete) {
     for (const record of session.oldSteps) {

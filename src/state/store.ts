@@ -1,27 +1,33 @@
 // Load and save `.stepup/workflow.mpk.xz`: one msgpack document, xz-compressed.
 //
-// The document is a map (format version 1). Its shape comes from measuring 100,000 steps:
+// The document is a map (format version 2). Its shape comes from measuring 100,000 steps:
+// - `stepCount`, `fileCount`.
+// - `commands`: one per step, not interned because they are nearly always unique.
+// - `poolSizes`: the size of every pool the steps defined, in step order (any finite number).
 // - `strings`: every path, workdir, env name/value and pool name, once. Records refer to strings
 //   by index, so a path shared by many steps and the file table is stored once.
-// - `commands`: one per step, not interned because they are nearly always unique.
-// - `files`: [count, path index, mode, digest length] with each column one little-endian u32
-//   binary blob. Copying a few large buffers is far cheaper than packing 200,000 small records.
-// - `steps`: one binary blob of unsigned LEB128 varints (order in Encoder.step). Packing or
-//   unpacking a JS array of two million numbers costs more, and its garbage triggers full
-//   collections of a heap that already holds the whole workflow.
-// - `poolSizes`: the size of every pool the steps defined, in step order (any finite number).
 // - `generation` (optional): 32 hex digits, new with every save by the director. The journal of
 //   finished steps (journal.ts) names the generation it extends, so a journal left over from an
 //   earlier file is never applied to a later one.
-// - `raw`, always the last field: per file size, mtime, inode (float64), then every file digest,
-//   then per fingerprint its two digests and the short hashes. These bytes barely compress, yet
-//   xz's encoder is slowest on exactly such data (measured here: ~7 MB/s on random bytes versus
-//   ~40-100 MB/s on the rest). So the file is two concatenated xz streams: everything before
-//   `raw`'s bytes is compressed by lzma-native, and `raw` is written as LZMA2 "uncompressed"
-//   chunks by writeStoredXz. Decompressing the file yields one ordinary msgpack document, and
-//   `xz -d` or any xz library reads it as usual. loadState itself reads the stored stream
-//   straight into `raw`'s buffer (readStoredXz) and decompresses only the first stream; a file
-//   that ends otherwise (recompressed by hand, say) is decompressed the general way.
+// - `stepBytes`: the length of the step tokens at the end of `raw`.
+// - `raw`, always the last field, binary: per file size, mtime, inode (float64), then every file
+//   digest, then per fingerprint its two digests and the short hashes; then the file table as
+//   three columns of little-endian u32 (path index, mode, digest length); then the steps, as
+//   unsigned LEB128 varints (order in Encoder.step). Columns and varints in a few large buffers
+//   cost far less to write and read than 200,000 msgpack records or an array of two million
+//   numbers, whose garbage triggers full collections of a heap that already holds the workflow.
+// The fields are written in this order so that compression runs while the steps are encoded
+// (encodeParts); the decoder takes them in any order. Version 1 kept the file table (`files`)
+// and the step tokens (`steps`) as fields of their own, compressed; it is still read.
+//
+// `raw` barely compresses or is not worth xz's time: xz's encoder is slowest on such data
+// (measured here: ~7 MB/s on random bytes, ~40 MB/s with two threads on the columns and tokens).
+// So the file is two concatenated xz streams: everything before `raw`'s bytes is compressed by
+// lzma-native, and `raw` is written as LZMA2 "uncompressed" chunks by writeStoredXz.
+// Decompressing the file yields one ordinary msgpack document, and `xz -d` or any xz library
+// reads it as usual. loadState itself reads the stored stream straight into `raw`'s buffer
+// (readStoredXz) and decompresses only the first stream; a file that ends otherwise
+// (recompressed by hand, say) is decompressed the general way.
 //
 // Loading never throws and never returns a partly trusted state: the whole file is decoded and
 // checked into fresh objects first, and any problem yields an empty state plus a warning (and a
@@ -30,7 +36,6 @@
 import { randomBytes } from "node:crypto";
 import { constants as fsConstants } from "node:fs";
 import { copyFile, mkdir, open, rename, unlink, type FileHandle } from "node:fs/promises";
-import { once } from "node:events";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import type { Duplex } from "node:stream";
@@ -51,7 +56,8 @@ import {
 export const STATE_FILE = "workflow.mpk.xz";
 
 const FORMAT = "tsup-workflow";
-const VERSION = 1;
+/** Written by this tsup. Version 1 (files and steps as msgpack binaries, all compressed) is still read. */
+const VERSION = 2;
 
 /*
  * xz settings for the compressed stream (everything but `raw`), chosen by measurement.
@@ -73,6 +79,13 @@ const VERSION = 1;
  * End to end with the chosen settings: saveState 0.74-1.0 s, loadState in a fresh process
  * 0.57-0.87 s. Higher presets only shave bytes off a part that already shrinks 12-fold, at
  * several times the cost; two threads match the two cores.
+ *
+ * Version 2 (2026-11-26, the 100,000-step state of the benchmark's flat workload, 100,000 steps
+ * and 200,000 files): the compressed part was 12.3 MB, of which the file columns (2.4 MB) and
+ * step tokens (3.9 MB) took 300 of xz's 540 ms of CPU for 0.3 MB of output. Stored in `raw`,
+ * the file grows from 21.2 to 27.2 MB and xz only sees `commands` and `strings` (6 MB, 0.1 MB
+ * out). Tried as well, all slower than preset 0 for the same input: LZMA2 with mode fast and
+ * match finder hc3 or hc4, nice_len 8 to 273, depth 1 to 8 (0.52-0.80 s against 0.28-0.37 s).
  */
 const XZ_PRESET = 0;
 const XZ_THREADS = 2;
@@ -82,7 +95,8 @@ interface LzmaNative {
   createCompressor(options: { preset: number; threads?: number }): Duplex;
   decompress(data: Buffer, options?: { flags?: number }): Promise<Buffer>;
   isXZ(data: Buffer): boolean;
-  crc32(data: Uint8Array): number;
+  /** CRC32 of `data`, continuing from `previous` when given. */
+  crc32(data: Uint8Array, previous?: number): number;
   CONCATENATED: number;
 }
 const lzma = createRequire(import.meta.url)("lzma-native") as LzmaNative;
@@ -115,6 +129,8 @@ const FP_DIGEST_LEN = 32;
 const FILE_COLUMNS = 4;
 /** size, mtimeMs and ino of one file in `raw`. */
 const STAT_BYTES = 24;
+/** Size of the buffers fingerprint digests are collected in while saving (see Encoder.put). */
+const FP_CHUNK = 1 << 20;
 
 // ---------------------------------------------------------------------------------------------
 // Saving
@@ -130,19 +146,13 @@ class Encoder {
   readonly commands: string[] = [];
   readonly poolSizes: number[] = [];
   readonly tokens: VarintWriter;
-  readonly raw: Buffer;
-  private rawPos = 0;
+  /** The start of `raw` as buffers to write in order: file stats, file digests, then fingerprints. */
+  readonly raw: Buffer[] = [];
+  /** The buffer fingerprints are being written to, and the position in it. */
+  private chunk: Buffer = Buffer.alloc(0);
+  private chunkPos = 0;
 
   constructor(state: SavedState) {
-    // Exact size of `raw`, so it is allocated once: growing buffers of this size would cost
-    // copies and extra garbage collections.
-    let rawSize = STAT_BYTES * state.files.size;
-    for (const h of state.files.values()) rawSize += h.digest.length;
-    for (const s of state.steps) {
-      const fp = s.fingerprint;
-      if (fp !== null) rawSize += 2 * FP_DIGEST_LEN + SHORT_LEN * (fp.inputs.length + fp.outputs.length);
-    }
-    this.raw = Buffer.allocUnsafe(rawSize);
     // About 40 bytes per step with a fingerprint: growing the buffer would copy it.
     this.tokens = new VarintWriter(40 * state.steps.length);
   }
@@ -158,9 +168,29 @@ class Encoder {
     return i;
   }
 
+  /**
+   * Append fingerprint bytes to `raw`. They go into chunks of FP_CHUNK bytes rather than one
+   * buffer of the exact size, which took a pass over all steps to find out first.
+   */
   private put(b: Uint8Array): void {
-    this.raw.set(b, this.rawPos);
-    this.rawPos += b.length;
+    if (this.chunkPos + b.length > this.chunk.length) {
+      this.flushChunk();
+      this.chunk = Buffer.allocUnsafeSlow(Math.max(FP_CHUNK, b.length));
+    }
+    this.chunk.set(b, this.chunkPos);
+    this.chunkPos += b.length;
+  }
+
+  private flushChunk(): void {
+    if (this.chunkPos > 0) this.raw.push(this.chunk.subarray(0, this.chunkPos));
+    this.chunkPos = 0;
+  }
+
+  /** All of `raw` before the file columns, once every step is encoded. */
+  fingerprintsDone(): Buffer[] {
+    this.flushChunk();
+    this.chunk = Buffer.alloc(0);
+    return this.raw;
   }
 
   private list(items: readonly string[]): void {
@@ -169,12 +199,15 @@ class Encoder {
     for (let i = 0; i < items.length; i++) t.uint(this.id(items[i]!));
   }
 
-  files(files: Map<string, FileHash>): unknown[] {
+  /** The file table: stats and digests go to `raw`; returns its columns of paths, modes, digest lengths. */
+  files(files: Map<string, FileHash>): Buffer[] {
+    if (this.strings.length !== 0) throw new Error("internal error: the file table is encoded first");
     const n = files.size;
     const paths = Buffer.allocUnsafe(4 * n);
     const modes = Buffer.allocUnsafe(4 * n);
     const lens = Buffer.allocUnsafe(4 * n);
-    const raw = this.raw;
+    const stats = Buffer.allocUnsafe(STAT_BYTES * n);
+    let digestBytes = 0;
     let i = 0;
     for (const [path, h] of files) {
       if (h.mode >>> 0 !== h.mode) invalid(`file ${path}: mode ${h.mode} is not a 32-bit unsigned integer`);
@@ -182,17 +215,27 @@ class Encoder {
         invalid(`file ${path}: size, mtimeMs and ino must be finite numbers`);
       }
       if (!(h.digest instanceof Uint8Array)) invalid(`file ${path}: digest must be a Uint8Array`);
-      paths.writeUInt32LE(this.id(path), 4 * i);
+      if (typeof path !== "string") invalid(`file path: expected a string, got ${typeof path}`);
+      // Map keys are distinct and come first (see encodeParts): the i-th path is string i.
+      this.strings.push(path);
+      this.index.set(path, i);
+      paths.writeUInt32LE(i, 4 * i);
       modes.writeUInt32LE(h.mode, 4 * i);
       lens.writeUInt32LE(h.digest.length, 4 * i);
-      raw.writeDoubleLE(h.size, STAT_BYTES * i);
-      raw.writeDoubleLE(h.mtimeMs, STAT_BYTES * i + 8);
-      raw.writeDoubleLE(h.ino, STAT_BYTES * i + 16);
+      stats.writeDoubleLE(h.size, STAT_BYTES * i);
+      stats.writeDoubleLE(h.mtimeMs, STAT_BYTES * i + 8);
+      stats.writeDoubleLE(h.ino, STAT_BYTES * i + 16);
+      digestBytes += h.digest.length;
       i++;
     }
-    this.rawPos = STAT_BYTES * n;
-    for (const h of files.values()) this.put(h.digest);
-    return [n, paths, modes, lens];
+    const digests = Buffer.allocUnsafeSlow(digestBytes);
+    let at = 0;
+    for (const h of files.values()) {
+      digests.set(h.digest, at);
+      at += h.digest.length;
+    }
+    this.raw.push(stats, digests);
+    return [paths, modes, lens];
   }
 
   /**
@@ -284,24 +327,31 @@ class Encoder {
   }
 }
 
+/** The msgpack header of an array of `n` elements (always the 32-bit form). */
+function arrayHeader(n: number): Buffer {
+  const b = Buffer.allocUnsafe(5);
+  b[0] = 0xdd;
+  b.writeUInt32BE(n, 1);
+  return b;
+}
+
 /**
- * A msgpack array of strings, written directly at its exact size: msgpackr grows its buffer to
- * about twice what it needs, some 12 MB more for the strings and commands of 100,000 steps.
+ * The elements `list[from..to)` of a msgpack array of strings, written directly at their exact
+ * size: msgpackr grows its buffer to about twice what it needs, some 12 MB more for the strings
+ * and commands of 100,000 steps.
  */
-function packStrings(list: readonly string[]): Buffer {
-  const lengths = new Uint32Array(list.length);
-  let size = 5;
-  for (let i = 0; i < list.length; i++) {
+function packStrings(list: readonly string[], from = 0, to = list.length): Buffer {
+  const lengths = new Uint32Array(to - from);
+  let size = 0;
+  for (let i = from; i < to; i++) {
     const n = Buffer.byteLength(list[i]!, "utf8");
-    lengths[i] = n;
+    lengths[i - from] = n;
     size += (n < 32 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : 5) + n;
   }
   const b = Buffer.allocUnsafe(size);
-  b[0] = 0xdd; // array 32
-  b.writeUInt32BE(list.length, 1);
-  let p = 5;
-  for (let i = 0; i < list.length; i++) {
-    const n = lengths[i]!;
+  let p = 0;
+  for (let i = from; i < to; i++) {
+    const n = lengths[i - from]!;
     if (n < 32) b[p++] = 0xa0 | n;
     else if (n < 0x100) {
       b[p++] = 0xd9;
@@ -326,48 +376,76 @@ function packStrings(list: readonly string[]): Buffer {
   return b;
 }
 
+/** Steps encoded between two parts handed on (see encodeParts). */
+const STEPS_PER_PART = 4096;
+
 /**
- * The msgpack document in two parts: `head` (a list of buffers) is everything up to and including
- * the header of `raw`'s binary value, so that head followed by raw is the complete document.
+ * The msgpack document as a sequence of parts: everything up to and including the header of
+ * `raw`'s binary value, then (the generator's return value) the contents of `raw` as buffers to
+ * write in order, so that the parts followed by raw are the complete document.
+ *
+ * `raw` holds (version 2) the stats and digests, then the three file table columns (u32 LE
+ * each), then the step tokens (`stepBytes` of them). The columns and tokens used to be msgpack
+ * binaries in the compressed part, but xz's encoder is slow (~40 MB/s on two threads here) and
+ * at 100,000 steps they were 6.3 of the 12.3 MB it had to get through, for a gain of 6 MB of
+ * file size. Stored, they cost nothing to write and are read straight into place.
+ *
+ * Parts come out while the steps are still being encoded, so that saveState compresses them
+ * meanwhile on xz's own threads: `commands`, written step by step, comes first and `strings`,
+ * complete only after the last step, last. The decoder reads the map's fields in any order.
  */
-function encode(state: SavedState, generation?: string): { head: Buffer[]; raw: Buffer } {
+function* encodeParts(state: SavedState, generation?: string): Generator<Buffer, Buffer[], void> {
+  if (generation !== undefined && !isGeneration(generation)) {
+    invalid(`generation ${JSON.stringify(generation)} is not 32 hex digits`);
+  }
   const enc = new Encoder(state);
-  const files = enc.files(state.files);
-  const n = state.steps.length;
-  for (let i = 0; i < n; i++) enc.step(state.steps[i]!, i, n);
-  const fields: Array<[string, unknown]> = [
-    ["format", FORMAT],
-    ["version", VERSION],
-    ["strings", enc.strings],
-    ["commands", enc.commands],
-    ["stepCount", n],
-    ["files", files],
-    ["poolSizes", enc.poolSizes],
-    ["steps", enc.tokens.buf.subarray(0, enc.tokens.pos)],
-  ];
-  if (generation !== undefined) {
-    if (!isGeneration(generation)) invalid(`generation ${JSON.stringify(generation)} is not 32 hex digits`);
-    fields.push(["generation", generation]);
-  }
-  // The map framing is written here so that `raw` never has to be copied through msgpackr:
-  // a fixmap header (at most 15 entries), then each key and value as msgpackr encodes them,
-  // then the key "raw" and a bin32 header whose body is `raw` itself.
   const packr = new Packr({ useRecords: false });
-  const parts: Buffer[] = [Buffer.of(0x80 | (fields.length + 1))];
-  for (const [k, v] of fields) {
-    parts.push(packr.pack(k), k === "strings" || k === "commands" ? packStrings(v as string[]) : packr.pack(v));
+  const n = state.steps.length;
+  // The map framing is written here so that `raw` never has to be copied through msgpackr: a
+  // fixmap header (at most 15 entries), then each key and value, then the key "raw" and a bin32
+  // header whose body is `raw` itself.
+  const fieldCount = 9 + (generation === undefined ? 0 : 1);
+  yield Buffer.concat([
+    Buffer.of(0x80 | fieldCount),
+    packr.pack("format"),
+    packr.pack(FORMAT),
+    packr.pack("version"),
+    packr.pack(VERSION),
+    packr.pack("stepCount"),
+    packr.pack(n),
+    packr.pack("fileCount"),
+    packr.pack(state.files.size),
+  ]);
+  // The file table first: its paths then take the first string indices in order.
+  const columns = enc.files(state.files);
+  yield Buffer.concat([packr.pack("commands"), arrayHeader(n)]);
+  for (let from = 0; from < n; from += STEPS_PER_PART) {
+    const to = Math.min(n, from + STEPS_PER_PART);
+    for (let i = from; i < to; i++) enc.step(state.steps[i]!, i, n);
+    yield packStrings(enc.commands, from, to);
   }
+  yield Buffer.concat([packr.pack("poolSizes"), packr.pack(enc.poolSizes)]);
+  yield Buffer.concat([packr.pack("strings"), arrayHeader(enc.strings.length)]);
+  yield packStrings(enc.strings);
+  if (generation !== undefined) yield Buffer.concat([packr.pack("generation"), packr.pack(generation)]);
+  const tokens = enc.tokens.buf.subarray(0, enc.tokens.pos);
+  const raw = [...enc.fingerprintsDone(), ...columns, tokens];
+  let rawLength = 0;
+  for (const b of raw) rawLength += b.length;
   const binHeader = Buffer.allocUnsafe(5);
   binHeader[0] = 0xc6;
-  binHeader.writeUInt32BE(enc.raw.length, 1);
-  parts.push(packr.pack("raw"), binHeader);
-  return { head: parts, raw: enc.raw };
+  binHeader.writeUInt32BE(rawLength, 1);
+  yield Buffer.concat([packr.pack("stepBytes"), packr.pack(tokens.length), packr.pack("raw"), binHeader]);
+  return raw;
 }
 
 /** The uncompressed msgpack document for a state; exported for tests and benchmarks. */
 export function encodeState(state: SavedState): Buffer {
-  const { head, raw } = encode(state);
-  return Buffer.concat([...head, raw]);
+  const parts: Buffer[] = [];
+  const it = encodeParts(state);
+  let r = it.next();
+  for (; !r.done; r = it.next()) parts.push(r.value);
+  return Buffer.concat([...parts, ...r.value]);
 }
 
 // --- A hand-written xz stream holding `data` in LZMA2 uncompressed chunks (xz file format 1.2).
@@ -435,22 +513,41 @@ function storedFrame(length: number): StoredFrame {
 }
 
 /**
- * One complete xz stream whose single block stores `data` without compressing it, as buffers to
- * write in order. The chunks of `data` are views, not a copy: 20 MB less to allocate and copy
- * for 100,000 steps (writev takes the list as it is).
+ * One complete xz stream whose single block stores the concatenation of `data` without
+ * compressing it, as buffers to write in order. The chunks are views, not a copy: 20 MB less to
+ * allocate and copy for 100,000 steps (writev takes the list as it is); a chunk that spans two
+ * buffers is written as two views.
  */
-export function writeStoredXz(data: Buffer): Buffer[] {
-  const f = storedFrame(data.length);
+export function writeStoredXz(data: Buffer[]): Buffer[] {
+  let length = 0;
+  for (const b of data) length += b.length;
+  const f = storedFrame(length);
   const parts: Buffer[] = [f.streamHeader, f.blockHeader];
-  for (let start = 0; start < data.length; start += LZMA2_CHUNK) {
-    const len = Math.min(LZMA2_CHUNK, data.length - start);
+  let crc = 0;
+  let k = 0;
+  let at = 0;
+  for (let start = 0; start < length; start += LZMA2_CHUNK) {
+    const len = Math.min(LZMA2_CHUNK, length - start);
     // Control byte (0x01 resets the dictionary, required for the first chunk; 0x02 continues
     // it), then the 16-bit big-endian size - 1.
-    parts.push(Buffer.of(start === 0 ? 0x01 : 0x02, (len - 1) >>> 8, (len - 1) & 0xff), data.subarray(start, start + len));
+    parts.push(Buffer.of(start === 0 ? 0x01 : 0x02, (len - 1) >>> 8, (len - 1) & 0xff));
+    for (let left = len; left > 0; ) {
+      const b = data[k]!;
+      const take = Math.min(left, b.length - at);
+      const view = b.subarray(at, at + take);
+      parts.push(view);
+      crc = lzma.crc32(view, crc);
+      left -= take;
+      at += take;
+      if (at === b.length) {
+        k++;
+        at = 0;
+      }
+    }
   }
   // The end of the LZMA2 data, then the block padding.
   parts.push(Buffer.alloc(1 + f.paddedSize - f.compressedSize));
-  parts.push(Buffer.from(u32le(lzma.crc32(data))), f.index, f.footer);
+  parts.push(Buffer.from(u32le(crc)), f.index, f.footer);
   return parts;
 }
 
@@ -534,16 +631,6 @@ async function readStoredXz(size: number, readAt: ReadAt): Promise<{ before: Buf
 
 /** The complete file contents for a state, as a list of buffers to write in order. */
 export async function encodeFile(state: SavedState, generation?: string): Promise<Buffer[]> {
-  const { head, raw } = encode(state, generation);
-  return [await compressParts(head), ...writeStoredXz(raw)];
-}
-
-/**
- * xz of the concatenation of `parts`, fed to the encoder one part at a time: concatenating them
- * first (and liblzma's binding copying that whole buffer again) cost about 30 MB of peak memory
- * for 100,000 steps, at the moment the director's memory peaks anyway.
- */
-async function compressParts(parts: Buffer[]): Promise<Buffer> {
   const stream = lzma.createCompressor({ preset: XZ_PRESET, threads: XZ_THREADS });
   const out: Buffer[] = [];
   const done = new Promise<void>((resolve, reject) => {
@@ -553,13 +640,20 @@ async function compressParts(parts: Buffer[]): Promise<Buffer> {
   });
   // Awaited below; until then a failure must not count as an unhandled rejection.
   done.catch(() => undefined);
-  for (const part of parts) {
-    // Waiting for "drain" keeps one part at a time in the encoder's queue.
-    if (!stream.write(part)) await Promise.race([once(stream, "drain"), done]);
+  const it = encodeParts(state, generation);
+  let r = it.next();
+  while (!r.done) {
+    // No waiting for "drain": the parts exist anyway, and the stream holds them without copies
+    // (the binding copies one chunk at a time). Parts are not concatenated first, which cost
+    // about 30 MB of peak memory at 100,000 steps. The turn of the event loop lets the stream
+    // hand the next part to liblzma's threads while the next steps are encoded here.
+    stream.write(r.value);
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    r = it.next();
   }
   stream.end();
   await done;
-  return Buffer.concat(out);
+  return [Buffer.concat(out), ...writeStoredXz(r.value)];
 }
 
 /**
@@ -656,7 +750,10 @@ class Reader extends VarintReader {
     private readonly strings: string[],
     private readonly commands: string[],
     private readonly poolSizes: unknown[],
-    /** A private copy of `raw`: digests are views into it, so nothing else stays alive for them. */
+    /**
+     * The stats and digests part of a private copy of `raw`: digests are views into it, so
+     * nothing else stays alive for them (but the rest of that copy: the columns and tokens).
+     */
     private readonly raw: Buffer,
   ) {
     super(tokens, 0, tokens.length);
@@ -862,8 +959,9 @@ function decodeDocument(packed: Buffer, rawBytes?: Buffer): { state: SavedState;
   }
   const t = top as Record<string, unknown>;
   if (t["format"] !== FORMAT) corrupt("not a tsup workflow file (no format marker)");
-  if (t["version"] !== VERSION) {
-    corrupt(`unsupported format version ${JSON.stringify(t["version"])} (this tsup reads version ${VERSION})`);
+  const version = t["version"];
+  if (version !== VERSION && version !== 1) {
+    corrupt(`unsupported format version ${JSON.stringify(version)} (this tsup reads versions 1 and ${VERSION})`);
   }
   const strings = asStrings(t["strings"], "strings");
   const stepCount = t["stepCount"];
@@ -871,18 +969,39 @@ function decodeDocument(packed: Buffer, rawBytes?: Buffer): { state: SavedState;
   const commands = asStrings(t["commands"], "commands");
   if (commands.length !== stepCount) corrupt("commands: one per step expected");
   const poolSizes = asArray(t["poolSizes"], "poolSizes");
-  const tokens = asBytes(t["steps"], "steps");
   // A copy in its own ArrayBuffer (Buffer#slice would share, Buffer.from might use the shared
   // pool), so the decompressed file can be freed and digests can be kept as views (keptBytes).
   const rawView = asBytes(t["raw"], "raw");
-  let raw = rawBytes;
-  if (raw === undefined) {
+  let raw: Buffer;
+  if (rawBytes === undefined) {
     raw = Buffer.allocUnsafeSlow(rawView.length);
     rawView.copy(raw);
-  } else if (rawView.length !== 0) corrupt("raw: stored twice");
+  } else {
+    if (rawView.length !== 0) corrupt("raw: stored twice");
+    raw = rawBytes;
+  }
   registerCompactBuffer(raw.buffer);
+  let tokens: Buffer;
+  let fileTable: unknown;
+  if (version === 1) {
+    tokens = asBytes(t["steps"], "steps");
+    fileTable = t["files"];
+  } else {
+    // See encodeParts: raw ends with the three file columns and the step tokens.
+    const fileCount = t["fileCount"];
+    const stepBytes = t["stepBytes"];
+    if (!isCount(fileCount)) corrupt("fileCount: expected a count");
+    if (!isCount(stepBytes)) corrupt("stepBytes: expected a count");
+    const tokensAt = raw.length - stepBytes;
+    const columnsAt = tokensAt - 12 * fileCount;
+    if (columnsAt < 0) corrupt("raw: too short for the file table and the steps");
+    tokens = raw.subarray(tokensAt);
+    const column = (k: number): Buffer => raw.subarray(columnsAt + 4 * fileCount * k, columnsAt + 4 * fileCount * (k + 1));
+    fileTable = [fileCount, column(0), column(1), column(2)];
+    raw = raw.subarray(0, columnsAt);
+  }
   const r = new Reader(tokens, strings, commands, poolSizes, raw);
-  const files = r.files(t["files"]);
+  const files = r.files(fileTable);
   const steps = new Array<SavedStep>(stepCount);
   for (let i = 0; i < stepCount; i++) steps[i] = r.step(i, stepCount);
   r.finish();

@@ -81,6 +81,13 @@ function ownProducts(step: StepNode): Products {
   return step.products;
 }
 
+let lastVisitStamp = 0;
+
+/** A new stamp for FileNode.visited, different from every earlier one. */
+export function visitStamp(): number {
+  return ++lastVisitStamp;
+}
+
 export class FileNode {
   state: FileState = "pending";
   /** The step that lists this file as an output or volatile output. */
@@ -94,6 +101,11 @@ export class FileNode {
    * (so nothing else can claim the path) and its consumers wait until it is back.
    */
   absent = false;
+  /**
+   * Stamp of the last walk over all steps that met this file (see visitStamp): such a walk can
+   * tell whether it saw a file before without a set of 200,000 paths beside it.
+   */
+  visited = 0;
   constructor(readonly path: string) {}
 
   get available(): boolean {

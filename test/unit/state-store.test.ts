@@ -36,6 +36,31 @@ function digest(seed: number): Uint8Array {
   return d;
 }
 
+/** The parts of a version 2 document's `raw` (see encodeParts in store.ts). */
+function split(top: Record<string, unknown>): {
+  top: Record<string, unknown>;
+  fileCount: number;
+  digests: Buffer;
+  paths: Buffer;
+  modes: Buffer;
+  lens: Buffer;
+  tokens: Buffer;
+} {
+  const raw = Buffer.from(top["raw"] as Uint8Array);
+  const n = top["fileCount"] as number;
+  const tokensAt = raw.length - (top["stepBytes"] as number);
+  const at = tokensAt - 12 * n;
+  return {
+    top,
+    fileCount: n,
+    digests: raw.subarray(0, at),
+    paths: raw.subarray(at, at + 4 * n),
+    modes: raw.subarray(at + 4 * n, at + 8 * n),
+    lens: raw.subarray(at + 8 * n, tokensAt),
+    tokens: raw.subarray(tokensAt),
+  };
+}
+
 function step(overrides: Partial<SavedStep>): SavedStep {
   return {
     command: "true",
@@ -201,7 +226,7 @@ describe("state store round trip", () => {
     const packed = await lzma.decompress(readFileSync(join(dir, STATE_FILE)), { flags: lzma.CONCATENATED });
     const top = new Unpackr({ useRecords: false }).unpack(packed) as Record<string, unknown>;
     assert.equal(top["format"], "tsup-workflow");
-    assert.equal(top["version"], 1);
+    assert.equal(top["version"], 2);
     // Compared as bytes: msgpackr hangs a `dataView` property on buffers it has read.
     assert.equal(Buffer.compare(packed, encodeState(variedState())), 0);
   });
@@ -304,20 +329,32 @@ describe("state store rejects bad files", () => {
     await expectRejected(dir, /not a tsup workflow file/);
     await writeXz(dir, packr.pack([1, 2, 3]));
     await expectRejected(dir, /not a tsup workflow file/);
-    await writeXz(dir, packr.pack({ format: "tsup-workflow", version: 2 }));
-    await expectRejected(dir, /unsupported format version 2/);
+    await writeXz(dir, packr.pack({ format: "tsup-workflow", version: 3 }));
+    await expectRejected(dir, /unsupported format version 3 \(this tsup reads versions 1 and 2\)/);
+  });
+
+  test("version 1 files (file table and steps as msgpack binaries) are still read", async () => {
+    const dir = tempStepup();
+    const state = variedState();
+    const v2 = split(new Unpackr({ useRecords: false }).unpack(encodeState(state)) as Record<string, unknown>);
+    const { fileCount: _n, stepBytes: _b, ...rest } = v2.top;
+    const v1 = { ...rest, version: 1, files: [v2.fileCount, v2.paths, v2.modes, v2.lens], steps: v2.tokens, raw: v2.digests };
+    await writeXz(dir, new Packr({ useRecords: false }).pack(v1));
+    const result = await loadState(dir);
+    assert.equal(result.warning, undefined);
+    assert.deepEqual(result.state, state);
   });
 
   test("a string index out of range in the file table or in a step", async () => {
     const dir = tempStepup();
     const top = new Unpackr({ useRecords: false }).unpack(encodeState(variedState())) as Record<string, unknown>;
-    const files = top["files"] as [number, Uint8Array, Uint8Array, Uint8Array];
+    const v2 = split(top);
     const packr = new Packr({ useRecords: false });
     const nStrings = (top["strings"] as string[]).length;
     for (const bad of [100_000, nStrings]) {
-      const paths = Buffer.from(files[1]);
+      const paths = Buffer.from(v2.paths);
       paths.writeUInt32LE(bad, 0);
-      await writeXz(dir, packr.pack({ ...top, files: [files[0], paths, files[2], files[3]] }));
+      await writeXz(dir, packr.pack({ ...top, raw: Buffer.concat([v2.digests, paths, v2.modes, v2.lens, v2.tokens]) }));
       await expectRejected(dir, new RegExp(`files: string index ${bad} out of range`));
     }
 
@@ -329,17 +366,22 @@ describe("state store rejects bad files", () => {
 
   test("structurally invalid content never yields a partial state", async () => {
     const good = new Unpackr({ useRecords: false }).unpack(encodeState(variedState())) as Record<string, unknown>;
+    const g = split(good);
+    const raw = (tokens: Uint8Array, digests: Uint8Array = g.digests): Buffer => Buffer.concat([digests, g.paths, g.modes, g.lens, tokens]);
     const packr = new Packr({ useRecords: false });
     const cases: Array<[string, Record<string, unknown>, RegExp]> = [
       ["step count", { ...good, stepCount: 3 }, /commands: one per step/],
       ["command type", { ...good, commands: [1, 2, 3, 4] }, /commands\[0\]: expected a string/],
-      ["steps blob", { ...good, steps: (good["steps"] as Uint8Array).subarray(0, 10) }, /data ends early|out of range|bad count/],
-      ["trailing step data", { ...good, steps: Buffer.concat([good["steps"] as Uint8Array, Buffer.of(0)]) }, /unused data/],
-      ["raw too long", { ...good, raw: Buffer.concat([good["raw"] as Uint8Array, Buffer.of(1)]) }, /unused digest data/],
-      ["raw too short", { ...good, raw: (good["raw"] as Uint8Array).subarray(1) }, /ends early|unused/],
+      ["steps blob", { ...good, stepBytes: 10, raw: raw(g.tokens.subarray(0, 10)) }, /data ends early|out of range|bad count/],
+      ["trailing step data", { ...good, stepBytes: g.tokens.length + 1, raw: raw(Buffer.concat([g.tokens, Buffer.of(0)])) }, /unused data/],
+      ["raw too long", { ...good, raw: raw(g.tokens, Buffer.concat([g.digests, Buffer.of(1)])) }, /unused digest data/],
+      ["raw too short", { ...good, raw: raw(g.tokens, g.digests.subarray(1)) }, /ends early|unused/],
+      ["raw far too short", { ...good, raw: g.tokens }, /raw: too short for the file table and the steps/],
+      ["step bytes", { ...good, stepBytes: -1 }, /stepBytes: expected a count/],
+      ["file count", { ...good, fileCount: "3" }, /fileCount: expected a count/],
       ["pool sizes", { ...good, poolSizes: [2, "x"] }, /pool size x is not a number/],
       ["missing strings", { ...good, strings: undefined }, /strings: expected an array/],
-      ["file column", { ...good, files: [1, Buffer.alloc(4), Buffer.alloc(4)] }, /files: expected 4 columns/],
+      ["v1 file column", { ...good, version: 1, steps: g.tokens, raw: g.digests, files: [1, Buffer.alloc(4), Buffer.alloc(4)] }, /files: expected 4 columns/],
     ];
     for (const [name, doc, why] of cases) {
       const dir = tempStepup();
