@@ -295,36 +295,56 @@ class Encoder {
     if (fp === null) t.uint(0);
     else {
       t.uint(1);
-      this.fingerprint(fp, i);
+      this.fingerprint(fp, i, s);
     }
   }
 
-  private fingerprint(fp: Fingerprint, i: number): void {
+  private fingerprint(fp: Fingerprint, i: number, s: SavedStep): void {
     const t = this.tokens;
     if (fp.digest.length !== FP_DIGEST_LEN || fp.inpDigest.length !== FP_DIGEST_LEN) {
       invalid(`step ${i}: fingerprint digests must have ${FP_DIGEST_LEN} bytes`);
     }
     this.put(fp.digest);
     this.put(fp.inpDigest);
-    this.shortList(fp.inputs, i);
+    this.shortList(fp.inputs, i, s);
     t.uint(fp.env.length);
     for (const [name, value] of fp.env) {
       if (value !== null && typeof value !== "string") invalid(`step ${i}: env value must be a string or null`);
       t.uint(this.id(name));
       t.uint(value === null ? 0 : this.id(value) + 1);
     }
-    this.shortList(fp.outputs, i);
+    this.shortList(fp.outputs, i, s);
   }
 
-  private shortList(items: Array<[string, Uint8Array]>, i: number): void {
+  /**
+   * A fingerprint's paths, each as 2 * (index in the step's own [workdir, ...inp, ...out]) or,
+   * for a path not among those, 2 * (string index) + 1. Nearly every fingerprint path is one of
+   * the step's own, and finding it there is far cheaper than the string table's map lookup.
+   */
+  private shortList(items: Array<[string, Uint8Array]>, i: number, s: SavedStep): void {
     const t = this.tokens;
     t.uint(items.length);
     for (const [path, h] of items) {
       if (!(h instanceof Uint8Array) || h.length !== SHORT_LEN) invalid(`step ${i}: short hashes must have 8 bytes`);
-      t.uint(this.id(path));
+      const local = localIndex(s, path);
+      t.uint(local >= 0 ? 2 * local : 2 * this.id(path) + 1);
       this.put(h);
     }
   }
+}
+
+/** Steps with more inputs and outputs than this are not searched (see localIndex). */
+const LOCAL_SEARCH_MAX = 16;
+
+/** Index of `path` in [workdir, ...inp, ...out] of `s`, or -1 (also for long lists). */
+function localIndex(s: SavedStep, path: string): number {
+  if (path === s.workdir) return 0;
+  const inp = s.inp;
+  const out = s.out;
+  if (inp.length + out.length > LOCAL_SEARCH_MAX) return -1;
+  for (let j = 0; j < inp.length; j++) if (inp[j] === path) return 1 + j;
+  for (let j = 0; j < out.length; j++) if (out[j] === path) return 1 + inp.length + j;
+  return -1;
 }
 
 /** The msgpack header of an array of `n` elements (always the 32-bit form). */
@@ -746,6 +766,8 @@ class Reader extends VarintReader {
   private atField = "";
 
   constructor(
+    /** Format version of the file: 1 has no step-local paths in fingerprints. */
+    private readonly version: 1 | 2,
     tokens: Buffer,
     private readonly strings: string[],
     private readonly commands: string[],
@@ -799,12 +821,31 @@ class Reader extends VarintReader {
     return view;
   }
 
-  shortList(): Array<[string, Uint8Array]> {
+  /** A fingerprint's paths and short hashes; from version 2 on, paths may refer to the step's own (Encoder.shortList). */
+  shortList(workdir: string, inp: string[], out: string[]): Array<[string, Uint8Array]> {
     const n = this.count(1);
     if (n === 0) return NONE;
-    const out = new Array<[string, Uint8Array]>(n);
-    for (let i = 0; i < n; i++) out[i] = [this.str(), this.bytes(SHORT_LEN)];
-    return out;
+    const list = new Array<[string, Uint8Array]>(n);
+    for (let i = 0; i < n; i++) {
+      let path: string;
+      if (this.version === 1) path = this.str();
+      else {
+        const v = this.uint();
+        if (v % 2 === 1) {
+          const k = (v - 1) / 2;
+          if (k >= this.strings.length) this.fail(`string index ${k} out of range`);
+          path = this.strings[k]!;
+        } else {
+          const j = v / 2;
+          if (j === 0) path = workdir;
+          else if (j <= inp.length) path = inp[j - 1]!;
+          else if (j <= inp.length + out.length) path = out[j - 1 - inp.length]!;
+          else this.fail(`path ${j} of the step out of range`);
+        }
+      }
+      list[i] = [path, this.bytes(SHORT_LEN)];
+    }
+    return list;
   }
 
   poolSize(): number {
@@ -886,11 +927,11 @@ class Reader extends VarintReader {
     if (this.flag()) {
       const digest = this.bytes(FP_DIGEST_LEN);
       const inpDigest = this.bytes(FP_DIGEST_LEN);
-      const inputs = this.shortList();
+      const inputs = this.shortList(workdir, inp, out);
       const nEnv = this.count(2);
       const fpEnv = nEnv === 0 ? NONE : new Array<[string, string | null]>(nEnv);
       for (let j = 0; j < nEnv; j++) fpEnv[j] = [this.str(), this.strOrNull()];
-      const outputs = this.shortList();
+      const outputs = this.shortList(workdir, inp, out);
       fingerprint = { digest, inpDigest, inputs, env: fpEnv, outputs };
     }
     return {
@@ -1000,7 +1041,7 @@ function decodeDocument(packed: Buffer, rawBytes?: Buffer): { state: SavedState;
     fileTable = [fileCount, column(0), column(1), column(2)];
     raw = raw.subarray(0, columnsAt);
   }
-  const r = new Reader(tokens, strings, commands, poolSizes, raw);
+  const r = new Reader(version === 1 ? 1 : 2, tokens, strings, commands, poolSizes, raw);
   const files = r.files(fileTable);
   const steps = new Array<SavedStep>(stepCount);
   for (let i = 0; i < stepCount; i++) steps[i] = r.step(i, stepCount);

@@ -334,15 +334,41 @@ describe("state store rejects bad files", () => {
   });
 
   test("version 1 files (file table and steps as msgpack binaries) are still read", async () => {
+    // test/fixtures/state-v1 holds variedState() as saved by tsup before version 2.
     const dir = tempStepup();
-    const state = variedState();
-    const v2 = split(new Unpackr({ useRecords: false }).unpack(encodeState(state)) as Record<string, unknown>);
-    const { fileCount: _n, stepBytes: _b, ...rest } = v2.top;
-    const v1 = { ...rest, version: 1, files: [v2.fileCount, v2.paths, v2.modes, v2.lens], steps: v2.tokens, raw: v2.digests };
-    await writeXz(dir, new Packr({ useRecords: false }).pack(v1));
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, STATE_FILE), readFileSync(new URL("../fixtures/state-v1/workflow.mpk.xz", import.meta.url)));
+    const packed = await lzma.decompress(readFileSync(join(dir, STATE_FILE)), { flags: lzma.CONCATENATED });
+    assert.equal((new Unpackr({ useRecords: false }).unpack(packed) as Record<string, unknown>)["version"], 1);
     const result = await loadState(dir);
     assert.equal(result.warning, undefined);
-    assert.deepEqual(result.state, state);
+    assert.deepEqual(result.state, variedState());
+  });
+
+  test("fingerprint paths refer to the step's own paths or to the string table", () => {
+    const h = bytes(1, 2, 3, 4, 5, 6, 7, 8);
+    const state: SavedState = {
+      files: new Map(),
+      steps: [
+        step({
+          creator: -1,
+          inp: ["a"],
+          out: ["b"],
+          fingerprint: { digest: digest(1), inpDigest: digest(2), inputs: [["./", h], ["a", h], ["c", h]], env: [], outputs: [["b", h]] },
+        }),
+      ],
+    };
+    const top = new Unpackr({ useRecords: false }).unpack(encodeState(state)) as Record<string, unknown>;
+    assert.deepEqual(top["strings"], ["./", "a", "b", "c"]);
+    const { tokens } = split(top);
+    // workdir, creator + 1, flags, inp, out, vol, env, pool, statics, pools, globs, amended, then
+    // the fingerprint: inputs ./ (own path 0), a (own path 1), c (string 3), no env, output b (own path 2).
+    assert.deepEqual([...tokens], [0, 0, 0, 1, 1, 1, 2, 0, 0, 0, 0, 0, 0, 0, 1, 3, 0, 2, 7, 0, 1, 4]);
+    assert.deepEqual(decodeState(encodeState(state)), state);
+
+    const bad = Buffer.from(encodeState(state));
+    bad[bad.length - 1] = 6; // own path 3: the step has only three
+    assert.throws(() => decodeState(bad), /steps\[0\]\.fingerprint: path 3 of the step out of range/);
   });
 
   test("a string index out of range in the file table or in a step", async () => {
