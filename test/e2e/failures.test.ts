@@ -260,6 +260,14 @@ describe("command line", () => {
     assert.ok(!existsSync(p.path(".stepup")));
   });
 
+  test("a Node.js older than 20.15 gets a clear message, not a link error", async () => {
+    const p = fresh({ "plan.ts": `${imports}`, "old-node.mjs": `Object.defineProperty(process.versions, "node", { value: "20.14.1" });\n` });
+    const r = await tsup(p.dir, ["-n"], { env: { NODE_OPTIONS: `--import ${p.path("old-node.mjs")}` } });
+    assert.equal(r.code, 2, show(r));
+    assert.equal(r.stderr, "tsup: needs Node.js 20.15 or newer; this is Node.js 20.14.1\n");
+    assert.ok(!existsSync(p.path(".stepup")));
+  });
+
   test("bad worker counts are usage errors", async () => {
     const p = fresh({ "plan.ts": `${imports}` });
     for (const w of ["0", "abc", "0.1"]) {
