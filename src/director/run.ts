@@ -17,7 +17,7 @@ import { ChangeRecorder, entriesBelow } from "./changes.js";
 import { Controller, type RunMode } from "./controller.js";
 import { cleanObsoleteOutputs, stateToSave, summarize, type PhaseSummary, type StopReason } from "./finalize.js";
 import { journalCovers, journalLimit, openState, type StepJournal } from "./persistence.js";
-import { Session } from "./session.js";
+import { commonStepEnv, Session } from "./session.js";
 
 export interface RunOptions {
   /** Absolute project root. */
@@ -110,7 +110,8 @@ export async function runOnce(opts: RunOptions): Promise<RunOutcome> {
     });
     writeDirectorInfo(stepupDir, { socket: server.socketPath, pid: process.pid });
     opts.onController?.(ctl);
-    const stepEnv = { PATH: `${writeTsupShim(server.dir, opts.tsNode, opts.tsupBin)}:${opts.env["PATH"] ?? ""}` };
+    const shimPath = `${writeTsupShim(server.dir, opts.tsNode, opts.tsupBin)}:${opts.env["PATH"] ?? ""}`;
+    workers.setCommonEnv(commonStepEnv(opts.root, server.socketPath, shimPath));
 
     const onStop = (): void => {
       ctl.signalled();
@@ -157,8 +158,6 @@ export async function runOnce(opts: RunOptions): Promise<RunOutcome> {
           env: opts.env,
           runner: workers,
           workers: opts.workers,
-          socketPath: server.socketPath,
-          stepEnv,
           quietSkips: mode === "rerun",
           journal: loaded.journal,
           now: opts.now,

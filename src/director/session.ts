@@ -26,6 +26,15 @@ export interface Runner {
   run(request: RunRequest, exited?: () => void): Promise<RunResult>;
 }
 
+/**
+ * The environment every step of a run gets besides the director's own: the PATH with the `tsup`
+ * shim in front, the director's socket, the root, and HERE and ROOT for a step in the root
+ * (requestFor overrides those two for other workdirs).
+ */
+export function commonStepEnv(root: string, socketPath: string, path: string): Record<string, string> {
+  return { PATH: path, [ENV_SOCKET]: socketPath, [ENV_ROOT]: root, [ENV_HERE]: ".", [ENV_ROOT_REL]: "." };
+}
+
 export interface SessionOptions {
   root: string;
   planFile: string;
@@ -35,9 +44,6 @@ export interface SessionOptions {
   runner: Runner;
   /** Number of workers, for the live view. */
   workers: number;
-  socketPath: string;
-  /** Extra environment for every step (the PATH with the `tsup` shim). */
-  stepEnv: Record<string, string>;
   /**
    * Say nothing about steps that are skipped: a rerun in watch mode replays the whole workflow,
    * and only what actually runs is news.
@@ -359,19 +365,17 @@ export class Session implements RpcHandler {
 
   private requestFor(step: StepNode): RunRequest {
     const workdir = step.def.workdir;
-    // HERE and ROOT are written without a trailing slash, "." for the root itself.
-    const bare = (dir: string): string => (dir === "./" ? "." : dir.replace(/\/$/, ""));
+    // What every step gets alike is in the launchers' environment (commonStepEnv), HERE and
+    // ROOT included for the root; written without a trailing slash, "." for the root itself.
+    const env: Record<string, string> = { [ENV_STEP_KEY]: step.key };
+    if (workdir !== "./") {
+      env[ENV_HERE] = workdir.replace(/\/$/, "");
+      env[ENV_ROOT_REL] = rootFrom(workdir).replace(/\/$/, "");
+    }
     return {
       command: step.def.command,
       workdir,
-      env: {
-        ...this.opts.stepEnv,
-        [ENV_SOCKET]: this.opts.socketPath,
-        [ENV_STEP_KEY]: step.key,
-        [ENV_ROOT]: this.opts.root,
-        [ENV_HERE]: bare(workdir),
-        [ENV_ROOT_REL]: bare(rootFrom(workdir)),
-      },
+      env,
       inputs: step.requires.map((f) => ({ path: f.path, known: this.knownForWorker(f.path) })),
       outputs: step.outputs.map((f) => ({ path: f.path, known: this.knownForWorker(f.path) })),
     };

@@ -39,6 +39,15 @@ export class WorkerPool {
     return this.workers.length;
   }
 
+  /**
+   * Environment every step gets besides the director's own (the same for all steps of a run);
+   * launchers started from now on have it. A request's `env` then only carries what differs
+   * per step: the launcher reads each request a byte at a time, ~0.3 µs per byte here.
+   */
+  setCommonEnv(env: Record<string, string>): void {
+    for (const w of this.workers) w.setCommonEnv(env);
+  }
+
   /** Lanes free for run(). */
   idleCount(): number {
     return this.closing ? 0 : this.workers.length - this.busy;

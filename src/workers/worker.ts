@@ -219,6 +219,8 @@ export class Worker {
   private stage: Stage = { kind: "idle" };
   private launchers = 0;
   private closed = false;
+  /** The launcher's environment: the director's plus what every step gets (setCommonEnv). */
+  private launcherEnv: NodeJS.ProcessEnv = process.env;
 
   constructor(opts: WorkerOptions) {
     this.root = opts.root.length > 1 && opts.root.endsWith("/") ? opts.root.slice(0, -1) : opts.root;
@@ -229,6 +231,11 @@ export class Worker {
 
   get busy(): boolean {
     return this.stage.kind !== "idle";
+  }
+
+  /** See WorkerPool.setCommonEnv. A launcher already running keeps its environment. */
+  setCommonEnv(env: Record<string, string>): void {
+    this.launcherEnv = { ...process.env, ...env };
   }
 
   /** Pid of the current launcher shell, if one runs (for tests and diagnostics). */
@@ -399,6 +406,7 @@ export class Worker {
     const stderrFile = files + "e";
     const proc = spawn("/bin/sh", ["-c", LAUNCHER_SCRIPT, "tsup-launcher", stdoutFile, stderrFile], {
       cwd: this.root,
+      env: this.launcherEnv,
       // Steps write to their own files; all the launcher itself would print is the shell's
       // "Terminated" notice for a step killed by a signal. fd 3 is the watchdog's pipe.
       stdio: ["pipe", "pipe", "ignore", "pipe"],

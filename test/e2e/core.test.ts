@@ -182,6 +182,28 @@ for (const j of jobs) step("touch \${out}", opts(j));
   });
 });
 
+describe("the environment of a step", () => {
+  test("HERE, ROOT, TSUP_ROOT and the tsup shim on PATH, in the root and in a workdir", async () => {
+    const p = fresh({
+      "plan.ts": `
+import { declareStatic, step } from "tsup-flow";
+declareStatic("sub/a/");
+const show = 'echo "$HERE|$ROOT|$TSUP_ROOT|$(command -v tsup)"';
+step(show + " > root.txt", { out: "root.txt" });
+step(show + " > deep.txt", { out: "deep.txt", workdir: "sub/a" });
+`,
+    });
+    mkdirSync(p.path("sub/a"), { recursive: true });
+    const r = await tsup(p.dir);
+    assert.equal(r.code, 0, show(r));
+    const [here, root, tsupRoot, shim] = p.read("root.txt").trim().split("|");
+    assert.deepEqual([here, root, tsupRoot], [".", ".", p.dir]);
+    assert.match(shim!, /\/bin\/tsup$/);
+    assert.ok(!shim!.startsWith(p.dir), "the shim lives in the director's private folder");
+    assert.equal(p.read("sub/a/deep.txt"), `sub/a|../..|${p.dir}|${shim}\n`);
+  });
+});
+
 describe("pools", () => {
   test("a pool of 2 delays the third step; a rerun skips all three at once", async () => {
     const p = fresh({
