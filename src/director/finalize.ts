@@ -184,10 +184,12 @@ export function stateToSave(session: Session, complete: boolean): SavedState {
   const index = new Map<StepNode, number>();
   // Filled in the order the paths are first met, without a set of paths beside it.
   const files = new Map<string, FileHash>();
-  const relevant = (path: string): void => {
-    if (files.has(path)) return;
+  const add = (path: string): void => {
     const hash = session.files.known(path);
     if (hash) files.set(path, hash);
+  };
+  const relevant = (path: string): void => {
+    if (!files.has(path)) add(path);
   };
   // Live steps name their files through graph nodes: a stamp on the node says "seen", which
   // at 100,000 steps is markedly cheaper than asking `files` about every path.
@@ -195,8 +197,7 @@ export function stateToSave(session: Session, complete: boolean): SavedState {
   const relevantNode = (f: FileNode): void => {
     if (f.visited === stamp) return;
     f.visited = stamp;
-    const hash = session.files.known(f.path);
-    if (hash) files.set(f.path, hash);
+    add(f.path);
   };
   for (const step of session.graph.steps.values()) {
     index.set(step, steps.length);

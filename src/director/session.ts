@@ -32,7 +32,12 @@ export interface Runner {
  * (requestFor overrides those two for other workdirs).
  */
 export function commonStepEnv(root: string, socketPath: string, path: string): Record<string, string> {
-  return { PATH: path, [ENV_SOCKET]: socketPath, [ENV_ROOT]: root, [ENV_HERE]: ".", [ENV_ROOT_REL]: "." };
+  return { PATH: path, [ENV_SOCKET]: socketPath, [ENV_ROOT]: root, [ENV_HERE]: bareDir("./"), [ENV_ROOT_REL]: bareDir("./") };
+}
+
+/** HERE and ROOT are written without a trailing slash, "." for the root itself. */
+function bareDir(dir: string): string {
+  return dir === "./" ? "." : dir.replace(/\/$/, "");
 }
 
 export interface SessionOptions {
@@ -366,11 +371,11 @@ export class Session implements RpcHandler {
   private requestFor(step: StepNode): RunRequest {
     const workdir = step.def.workdir;
     // What every step gets alike is in the launchers' environment (commonStepEnv), HERE and
-    // ROOT included for the root; written without a trailing slash, "." for the root itself.
+    // ROOT included for the root.
     const env: Record<string, string> = { [ENV_STEP_KEY]: step.key };
     if (workdir !== "./") {
-      env[ENV_HERE] = workdir.replace(/\/$/, "");
-      env[ENV_ROOT_REL] = rootFrom(workdir).replace(/\/$/, "");
+      env[ENV_HERE] = bareDir(workdir);
+      env[ENV_ROOT_REL] = bareDir(rootFrom(workdir));
     }
     return {
       command: step.def.command,
