@@ -44,8 +44,15 @@ export class TmuxServer {
     this.tmux(
       // The server may not run yet; history-limit only applies to panes created after it is set,
       // so it goes first, in the same invocation. Far more history than any test prints means a
-      // capture from the top sees every line.
+      // capture from the top sees every line. exit-empty off: by default the server exits once a
+      // test has killed its last session, and the next test's client could reach it while it
+      // shuts down ("server exited unexpectedly"); kill() stops it at the end instead.
       "start-server",
+      ";",
+      "set-option",
+      "-g",
+      "exit-empty",
+      "off",
       ";",
       "set-option",
       "-g",
