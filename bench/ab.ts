@@ -46,6 +46,8 @@ interface Contender {
   dir: string;
   run: RunOptions;
   times: Map<Phase, number[]>;
+  /** CPU seconds (user + system) of the whole process tree, per phase. */
+  cpu: Map<Phase, number[]>;
 }
 const runOptions = (tsupBin: string): RunOptions => ({
   tsupBin: resolve(tsupBin),
@@ -55,10 +57,10 @@ const runOptions = (tsupBin: string): RunOptions => ({
   timeoutMs: 30 * 60_000,
 });
 const contenders: Contender[] = [
-  { name: "A", tool: "tsup", dir: join(base, "a"), run: runOptions(values.a), times: new Map() },
-  { name: "B", tool: "tsup", dir: join(base, "b"), run: runOptions(values.b), times: new Map() },
+  { name: "A", tool: "tsup", dir: join(base, "a"), run: runOptions(values.a), times: new Map(), cpu: new Map() },
+  { name: "B", tool: "tsup", dir: join(base, "b"), run: runOptions(values.b), times: new Map(), cpu: new Map() },
 ];
-if (!values["no-ninja"]) contenders.push({ name: "ninja", tool: "ninja", dir: join(base, "ninja"), run: runOptions(values.b), times: new Map() });
+if (!values["no-ninja"]) contenders.push({ name: "ninja", tool: "ninja", dir: join(base, "ninja"), run: runOptions(values.b), times: new Map(), cpu: new Map() });
 for (const c of contenders) generate(c.dir, w, c.tool);
 
 try {
@@ -81,7 +83,10 @@ try {
         const list = c.times.get(phase) ?? [];
         list.push(r.wallS);
         c.times.set(phase, list);
-        process.stderr.write(`rep ${rep + 1} ${c.name.padEnd(5)} ${phase.padEnd(7)} ${r.wallS.toFixed(2)} s\n`);
+        const cpuList = c.cpu.get(phase) ?? [];
+        cpuList.push(r.cpuS ?? NaN);
+        c.cpu.set(phase, cpuList);
+        process.stderr.write(`rep ${rep + 1} ${c.name.padEnd(5)} ${phase.padEnd(7)} ${r.wallS.toFixed(2)} s (CPU ${r.cpuS?.toFixed(2) ?? "?"} s)\n`);
       }
     }
   }
@@ -102,4 +107,10 @@ for (const phase of phases) {
   const nj = m.get("ninja");
   const vsNinja = nj === undefined ? "" : `  ninja ${nj.toFixed(3)} s  A/ninja ${(a / nj).toFixed(2)}  B/ninja ${(b / nj).toFixed(2)}`;
   console.log(`${phase.padEnd(8)} A ${a.toFixed(3)} s  B ${b.toFixed(3)} s  B/A ${(b / a).toFixed(3)}${vsNinja}`);
+  const cpu = new Map(contenders.map((c) => [c.name, median(c.cpu.get(phase) ?? [NaN])]));
+  const ca = cpu.get("A")!;
+  const cb = cpu.get("B")!;
+  const cn = cpu.get("ninja");
+  const cpuVsNinja = cn === undefined ? "" : `  ninja ${cn.toFixed(2)} s  A/ninja ${(ca / cn).toFixed(2)}  B/ninja ${(cb / cn).toFixed(2)}`;
+  console.log(`${"  CPU".padEnd(8)} A ${ca.toFixed(2)} s  B ${cb.toFixed(2)} s  B/A ${(cb / ca).toFixed(3)}${cpuVsNinja}`);
 }
