@@ -343,8 +343,9 @@ function profile(ses: Session, n: number): ProfileResult {
 }
 
 function warmUp(ses: Session): void {
-  // The first run of each tool pays for cold caches (node, tsx's compile cache, the binaries);
-  // one tiny unmeasured build per tool keeps that out of the first repetition.
+  // The first run of each tool pays for cold caches (node, the binaries, loading esbuild);
+  // one tiny unmeasured build per tool keeps that out of the first repetition. (Each workload's
+  // own plan.ts is compiled in its first cold build and comes from tsup's compile cache after.)
   const w = makeWorkload("flat", 10, ses.o.workers);
   for (const tool of ses.o.tools) {
     const dir = join(ses.base, "warmup", tool);

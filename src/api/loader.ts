@@ -2,12 +2,36 @@
 // TypeScript run on Node 20, which cannot strip types itself, and makes `import ... from
 // "tsup-flow"` resolve to this very installation of tsup, whether or not the user's project has
 // tsup-flow among its dependencies (npx and global installs leave it out). A plan must talk to the
-// director that runs it, so using this copy of the API is also the only correct choice.
+// director that runs it, so using this copy of the API is also the only correct choice. The hooks
+// themselves are in ts-hooks.ts.
+import { writeSync } from "node:fs";
 import { register } from "node:module";
-import { register as registerTypeScript } from "tsx/esm/api";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { COMPILE_ERROR, type HookData } from "./ts-hooks.js";
 
-registerTypeScript();
-// Hooks registered later run first: ours sees "tsup-flow" before tsx's resolver does.
-register("./resolve-hook.js", import.meta.url, {
-  data: { apiUrl: new URL("./index.js", import.meta.url).href },
+/**
+ * Where compiled TypeScript is kept: $TSUP_TS_CACHE, else tsup's folder in the user's cache
+ * ($XDG_CACHE_HOME or ~/.cache), else one in the temporary folder. Deleting it is always safe.
+ */
+function cacheDir(env: NodeJS.ProcessEnv): string | null {
+  const fixed = env["TSUP_TS_CACHE"];
+  if (fixed !== undefined) return fixed === "" ? null : fixed;
+  const base = env["XDG_CACHE_HOME"] || (env["HOME"] ? join(env["HOME"], ".cache") : "");
+  if (base !== "") return join(base, "tsup", "ts");
+  return join(tmpdir(), `tsup-ts-${process.getuid?.() ?? "user"}`);
+}
+
+// A compile error of the user's TypeScript (see ts-hooks.ts) that nobody caught: print what is
+// wrong and where, and nothing of Node's report of an uncaught exception around it. Any other
+// uncaught exception gets Node's usual report.
+process.on("uncaughtExceptionMonitor", (err: unknown) => {
+  if ((err as { code?: unknown } | null)?.code !== COMPILE_ERROR) return;
+  writeSync(2, `${(err as Error).message}\n`);
+  process.exit(1);
 });
+
+// Stack traces then show the lines of the TypeScript source (ts-hooks.ts adds inline source maps).
+process.setSourceMapsEnabled(true);
+const data: HookData = { apiUrl: new URL("./index.js", import.meta.url).href, cacheDir: cacheDir(process.env) };
+register("./ts-hooks.js", import.meta.url, { data });

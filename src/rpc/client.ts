@@ -7,6 +7,13 @@ import { PROTOCOL_VERSION, type Declaration, type ServerMessage } from "./protoc
 
 /** Send a batch once it holds this many declarations, even before the plan yields. */
 const BATCH_LIMIT = 1000;
+/**
+ * The limit for the first batch; each later one may be twice as large, up to BATCH_LIMIT. The
+ * director can start the first steps while the plan is still declaring the rest: with 1000
+ * from the start, a plan's loop over 5000 steps kept every worker idle until it had made its
+ * first thousand declarations.
+ */
+const FIRST_BATCH_LIMIT = 16;
 
 export interface Rejection {
   /** The sequence number the client gave the declaration when it was queued. */
@@ -18,6 +25,7 @@ export class DirectorClient {
   private readonly socket: Socket;
   private batch: Declaration[] = [];
   private batchFirstId = 0;
+  private batchLimit = FIRST_BATCH_LIMIT;
   private nextDeclId = 0;
   private nextSeq = 0;
   private nextCallId = 0;
@@ -80,7 +88,10 @@ export class DirectorClient {
     const id = this.nextDeclId++;
     if (this.batch.length === 0) this.batchFirstId = id;
     this.batch.push(item);
-    if (this.batch.length >= BATCH_LIMIT) this.flush();
+    if (this.batch.length >= this.batchLimit) {
+      this.batchLimit = Math.min(BATCH_LIMIT, 2 * this.batchLimit);
+      this.flush();
+    }
     else if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(() => {

@@ -48,6 +48,12 @@ describe("rpc", () => {
     assert.equal(all.length, 2501);
     assert.deepEqual(all[1234], { k: "static", paths: ["f1234"] });
     assert.ok(handler.seen.length >= 3, "large plans are sent in several batches");
+    // The first batches are small, so that the director can start steps early; later ones grow
+    // (to at most 1000) so that a big plan still sends few frames.
+    const sizes = handler.seen.map((b) => b.items.length);
+    assert.ok(sizes[0]! <= 16, `first batch of ${sizes[0]}`);
+    assert.ok(Math.max(...sizes) <= 1000 && Math.max(...sizes) >= 500, `batch sizes ${sizes.join(",")}`);
+    assert.ok(sizes.length <= 12, `${sizes.length} batches for 2501 declarations`);
     assert.ok(handler.seen.every((b) => b.key === "step:plan"));
     assert.deepEqual(rejections, [{ declarationId: poolId, message: "no pools for step:plan" }]);
     assert.equal(settled.filter((_, i) => i % 2 === 1).reduce((a, b) => a + b, 0), 2501);

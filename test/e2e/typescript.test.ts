@@ -1,0 +1,109 @@
+// How plan.ts and TypeScript steps are compiled and loaded (src/api/loader.ts, ts-hooks.ts):
+// imports between TypeScript files, compile errors, stack traces, and the cache of compiled files.
+import assert from "node:assert/strict";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import { freshProjects, show, tsup } from "./harness.js";
+
+const fresh = freshProjects();
+const caches: string[] = [];
+after(() => caches.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
+
+/** A private cache folder, so that a test sees exactly the entries its own runs made. */
+function freshCache(): string {
+  const dir = mkdtempSync(join(tmpdir(), "tsup-ts-cache-test-"));
+  caches.push(dir);
+  return dir;
+}
+
+describe("TypeScript plans and steps", () => {
+  test("a plan imports TypeScript helpers as ./x.js, ./x and ./dir, the way tsc resolves them", async () => {
+    const p = fresh({
+      "plan.ts": `
+import { step } from "tsup-flow";
+import { outName } from "./lib/names.js";
+import { greeting } from "./lib/greet";
+import { version } from "./lib";
+step(\`echo '\${greeting("plan")} \${version}' > \${outName}\`, { out: outName });
+`,
+      "lib/names.ts": `export const outName: string = "hello.txt";\n`,
+      "lib/greet.mts": `export function greeting(who: string): string { return "hi " + who; }\n`,
+      "lib/index.ts": `export const version: number = 3;\n`,
+    });
+    const r = await tsup(p.dir, ["-n", "-w2"], { env: { TSUP_TS_CACHE: freshCache() } });
+    assert.equal(r.code, 0, show(r));
+    assert.equal(p.read("hello.txt"), "hi plan 3\n");
+  });
+
+  test("a syntax error names file, line and column, shows the line, and prints no stack trace", async () => {
+    const p = fresh({
+      "plan.ts": `import { step } from "tsup-flow";\nimport { x } from "./helper.js";\nstep("echo " + x);\n`,
+      "helper.ts": `export const x: number = 1;\nexport const y: number = ;\n`,
+    });
+    const r = await tsup(p.dir, ["-n", "-w2"], { env: { TSUP_TS_CACHE: freshCache() } });
+    assert.equal(r.code, 3, show(r));
+    assert.match(r.stdout, /helper\.ts:2:26: error: Unexpected ";"\n\s+export const y: number = ;\n\s+\^/, show(r));
+    assert.doesNotMatch(r.stdout, /esbuild|node:internal|    at /, show(r));
+  });
+
+  test("a CommonJS TypeScript file gets a clear error", async () => {
+    const p = fresh({
+      "plan.ts": `import { step } from "tsup-flow";\nimport "./old.cts";\nstep("true");\n`,
+      "old.cts": `module.exports = {};\n`,
+    });
+    const r = await tsup(p.dir, ["-n", "-w2"], { env: { TSUP_TS_CACHE: freshCache() } });
+    assert.equal(r.code, 3, show(r));
+    assert.match(r.stdout, /old\.cts: error: tsup runs TypeScript files as ES modules/, show(r));
+  });
+
+  test("stack traces of a crashing TypeScript step name the lines of the TypeScript source", async () => {
+    const p = fresh({
+      "plan.ts": `import { step } from "tsup-flow";\nstep("crash.ts");\n`,
+      // Types on the lines before the throw: the JavaScript esbuild makes has other columns.
+      "crash.ts": `interface A { a: number }\nconst list: A[] = [];\nfunction explode(items: A[]): never {\n  throw new Error("boom " + items.length);\n}\nexplode(list);\n`,
+    });
+    const r = await tsup(p.dir, ["-n", "-w2"], { env: { TSUP_TS_CACHE: freshCache() } });
+    assert.equal(r.code, 4, show(r));
+    assert.match(r.stdout, /Error: boom 0\n\s+at explode \(\S*crash\.ts:4:9\)/, show(r));
+  });
+
+  test("compiled files are cached by content: reused while the source is the same, redone when it changes", async () => {
+    const cache = freshCache();
+    const p = fresh({
+      "plan.ts": `import { step } from "tsup-flow";\nconst n: number = 1;\nstep(\`echo \${n} > n.txt\`, { out: "n.txt" });\n`,
+    });
+    const env = { TSUP_TS_CACHE: cache };
+    let r = await tsup(p.dir, ["-n", "-w2"], { env });
+    assert.equal(r.code, 0, show(r));
+    assert.equal(p.read("n.txt"), "1\n");
+    const entries = readdirSync(cache);
+    assert.equal(entries.length, 1, `one compiled file: ${entries.join(", ")}`);
+    // Proof that the plan, run again, comes from the cache: doctor the entry, forget the state.
+    const entry = join(cache, entries[0]!);
+    writeFileSync(entry, readFileSync(entry, "utf8").replace("const n = 1;", "const n = 7;"));
+    rmSync(p.path(".stepup"), { recursive: true });
+    r = await tsup(p.dir, ["-n", "-w2"], { env });
+    assert.equal(r.code, 0, show(r));
+    assert.equal(p.read("n.txt"), "7\n", show(r));
+    // A changed source is compiled again, into a new entry.
+    p.write("plan.ts", p.read("plan.ts").replace("= 1;", "= 2;"));
+    r = await tsup(p.dir, ["-n", "-w2"], { env });
+    assert.equal(r.code, 0, show(r));
+    assert.equal(p.read("n.txt"), "2\n");
+    assert.equal(readdirSync(cache).length, 2);
+  });
+
+  test("an unwritable cache only costs speed", async () => {
+    const p = fresh({
+      "plan.ts": `import { step } from "tsup-flow";\nconst n: number = 5;\nstep(\`echo \${n} > n.txt\`, { out: "n.txt" });\n`,
+    });
+    // A regular file where the cache folder should be: nothing can be written below it.
+    const blocker = join(freshCache(), "file");
+    writeFileSync(blocker, "");
+    const r = await tsup(p.dir, ["-n", "-w2"], { env: { TSUP_TS_CACHE: join(blocker, "cache") } });
+    assert.equal(r.code, 0, show(r));
+    assert.equal(p.read("n.txt"), "5\n");
+  });
+});
