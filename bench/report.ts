@@ -412,7 +412,7 @@ function renderProfile(p: ProfileResult): string[] {
     out.push(profileTable(p.workers, 12), "");
   }
   if (p.plan) {
-    out.push(`Plan process (\`plan.ts\` under tsx; ${sampled(p.plan)}), top functions:`, "");
+    out.push(`Plan process (\`plan.ts\` under tsup's TypeScript loader; ${sampled(p.plan)}), top functions:`, "");
     out.push(profileTable(p.plan, 10), "");
   }
   if (p.noop) {

@@ -12,7 +12,7 @@
 // then starts in about the time of a plain `node` (0.13-0.19 s on the 2-core dev box), where tsx,
 // used before, took 0.25-0.36 s, and a plan's first step started that much later.
 import { createHash } from "node:crypto";
-import { mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -154,6 +154,41 @@ function store(file: string, code: string): void {
     } catch {
       // No folder, so no file either.
     }
+    return;
+  }
+  pruneNowAndThen(dirname(file));
+}
+
+/** Entries nobody used for this long are deleted (every edit of a plan leaves one behind). */
+const UNUSED_MS = 30 * 24 * 3600 * 1000;
+/** How often a folder is looked through for such entries, at most. */
+const PRUNE_EVERY_MS = 24 * 3600 * 1000;
+const PRUNE_MARKER = "pruned";
+
+/**
+ * Delete cache entries unused for UNUSED_MS, at most once per PRUNE_EVERY_MS and only after a
+ * cache miss, so that a hit never pays for it. The marker's mtime says when the last pruning
+ * began; it is set first, so that steps compiling at the same moment do not all prune. Use is
+ * judged by atime, which Linux (relatime) updates at least daily for files that are read.
+ */
+function pruneNowAndThen(dir: string): void {
+  const marker = join(dir, PRUNE_MARKER);
+  const now = Date.now();
+  try {
+    if (now - statSync(marker).mtimeMs < PRUNE_EVERY_MS) return;
+  } catch {
+    // No marker yet: prune.
+  }
+  try {
+    writeFileSync(marker, "");
+    for (const name of readdirSync(dir)) {
+      if (!name.endsWith(".mjs")) continue;
+      const entry = join(dir, name);
+      const st = statSync(entry);
+      if (now - Math.max(st.atimeMs, st.mtimeMs) > UNUSED_MS) rmSync(entry, { force: true });
+    }
+  } catch {
+    // Pruning is housekeeping: whatever went wrong, the next one may do better.
   }
 }
 

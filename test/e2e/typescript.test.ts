@@ -1,7 +1,7 @@
 // How plan.ts and TypeScript steps are compiled and loaded (src/api/loader.ts, ts-hooks.ts):
 // imports between TypeScript files, compile errors, stack traces, and the cache of compiled files.
 import assert from "node:assert/strict";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
@@ -10,6 +10,11 @@ import { freshProjects, show, tsup } from "./harness.js";
 const fresh = freshProjects();
 const caches: string[] = [];
 after(() => caches.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
+
+/** The compiled files in a cache folder (it also holds the pruning marker). */
+function compiledFiles(cache: string): string[] {
+  return readdirSync(cache).filter((name) => name.endsWith(".mjs"));
+}
 
 /** A private cache folder, so that a test sees exactly the entries its own runs made. */
 function freshCache(): string {
@@ -78,7 +83,7 @@ step(\`echo '\${greeting("plan")} \${version}' > \${outName}\`, { out: outName }
     let r = await tsup(p.dir, ["-n", "-w2"], { env });
     assert.equal(r.code, 0, show(r));
     assert.equal(p.read("n.txt"), "1\n");
-    const entries = readdirSync(cache);
+    const entries = compiledFiles(cache);
     assert.equal(entries.length, 1, `one compiled file: ${entries.join(", ")}`);
     // Proof that the plan, run again, comes from the cache: doctor the entry, forget the state.
     const entry = join(cache, entries[0]!);
@@ -92,7 +97,31 @@ step(\`echo '\${greeting("plan")} \${version}' > \${outName}\`, { out: outName }
     r = await tsup(p.dir, ["-n", "-w2"], { env });
     assert.equal(r.code, 0, show(r));
     assert.equal(p.read("n.txt"), "2\n");
-    assert.equal(readdirSync(cache).length, 2);
+    assert.equal(compiledFiles(cache).length, 2);
+  });
+
+  test("cache entries unused for 30 days are deleted, at most once a day, after a compile", async () => {
+    const cache = freshCache();
+    const day = 24 * 3600;
+    const now = Date.now() / 1000;
+    writeFileSync(join(cache, "old.mjs"), "export {};\n");
+    utimesSync(join(cache, "old.mjs"), now - 40 * day, now - 40 * day);
+    writeFileSync(join(cache, "recent.mjs"), "export {};\n");
+    utimesSync(join(cache, "recent.mjs"), now - 3 * day, now - 3 * day);
+    // Pruned less than a day ago: a compile leaves the old entry alone.
+    writeFileSync(join(cache, "pruned"), "");
+    const p = fresh({ "plan.ts": `import { step } from "tsup-flow";\nstep("true");\n` });
+    let r = await tsup(p.dir, ["-n", "-w2"], { env: { TSUP_TS_CACHE: cache } });
+    assert.equal(r.code, 0, show(r));
+    assert.ok(existsSync(join(cache, "old.mjs")));
+    // Pruned two days ago: the next compile (of an edited plan) deletes it.
+    utimesSync(join(cache, "pruned"), now - 2 * day, now - 2 * day);
+    p.write("plan.ts", `import { step } from "tsup-flow";\nstep("true && true");\n`);
+    r = await tsup(p.dir, ["-n", "-w2"], { env: { TSUP_TS_CACHE: cache } });
+    assert.equal(r.code, 0, show(r));
+    assert.ok(!existsSync(join(cache, "old.mjs")), "unused for 40 days");
+    assert.ok(existsSync(join(cache, "recent.mjs")), "used 3 days ago");
+    assert.equal(compiledFiles(cache).length, 3, "recent.mjs and the two versions of plan.ts");
   });
 
   test("an unwritable cache only costs speed", async () => {
