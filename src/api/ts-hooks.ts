@@ -108,7 +108,8 @@ const OPTIONS_VERSION = "1";
 
 /** The source as JavaScript, from the cache or compiled now (and then cached). */
 function compiled(path: string, source: string): string {
-  const tsconfig = nearestTsconfig(dirname(path));
+  const tsconfigFile = nearestTsconfig(dirname(path));
+  const tsconfig = tsconfigFile?.text ?? null;
   const key = createHash("sha256")
     .update(`${OPTIONS_VERSION}\0${compilerVersion()}\0${process.versions.node}\0${path}\0`)
     .update(tsconfig ?? "")
@@ -135,7 +136,7 @@ function compiled(path: string, source: string): string {
       ...(tsconfig === null ? {} : { tsconfigRaw: tsconfig }),
     }).code;
   } catch (err) {
-    throw compileError(compileErrors(err, path));
+    throw compileError(compileErrors(err, path, tsconfigFile?.path ?? null));
   }
   if (cached !== null) store(cached, code);
   return code;
@@ -211,8 +212,11 @@ interface EsbuildMessage {
   location: { file: string; line: number; column: number; lineText: string } | null;
 }
 
-/** `plan.ts:2:18: error: Unexpected ";"` with the line and a caret, for each error esbuild found. */
-function compileErrors(err: unknown, path: string): string {
+/**
+ * `plan.ts:2:18: error: Unexpected ";"` with the line and a caret, for each error esbuild found
+ * (in the source, or in the tsconfig.json that applies to it).
+ */
+function compileErrors(err: unknown, path: string, tsconfigPath: string | null): string {
   const errors = (err as { errors?: EsbuildMessage[] }).errors;
   if (!Array.isArray(errors) || errors.length === 0) {
     return `${shown(path)}: error: could not compile: ${err instanceof Error ? err.message : String(err)}`;
@@ -220,8 +224,12 @@ function compileErrors(err: unknown, path: string): string {
   const lines: string[] = [];
   for (const e of errors) {
     const loc = e.location;
-    if (loc === null) lines.push(`${shown(path)}: error: ${e.text}`);
-    else lines.push(`${shown(path)}:${loc.line}:${loc.column + 1}: error: ${e.text}`, `    ${loc.lineText}`, `    ${" ".repeat(loc.column)}^`);
+    if (loc === null) {
+      lines.push(`${shown(path)}: error: ${e.text}`);
+      continue;
+    }
+    const file = loc.file === "<tsconfig.json>" && tsconfigPath !== null ? tsconfigPath : path;
+    lines.push(`${shown(file)}:${loc.line}:${loc.column + 1}: error: ${e.text}`, `    ${loc.lineText}`, `    ${" ".repeat(loc.column)}^`);
   }
   return lines.join("\n");
 }
@@ -232,18 +240,24 @@ function shown(path: string): string {
   return rel.startsWith("..") ? path : rel;
 }
 
-/** Contents of the tsconfig.json nearest above `dir`, or null; per folder, read once. */
-const tsconfigs = new Map<string, string | null>();
+interface TsconfigFile {
+  path: string;
+  text: string;
+}
 
-function nearestTsconfig(start: string): string | null {
+/** The tsconfig.json nearest above `dir` with its contents, or null; per folder, read once. */
+const tsconfigs = new Map<string, TsconfigFile | null>();
+
+function nearestTsconfig(start: string): TsconfigFile | null {
   const visited: string[] = [];
-  let found: string | null | undefined;
+  let found: TsconfigFile | null | undefined;
   for (let dir = start; found === undefined; ) {
     found = tsconfigs.get(dir);
     if (found !== undefined) break;
     visited.push(dir);
+    const path = join(dir, "tsconfig.json");
     try {
-      found = readFileSync(join(dir, "tsconfig.json"), "utf8");
+      found = { path, text: readFileSync(path, "utf8") };
     } catch {
       const parent = dirname(dir);
       if (parent === dir) found = null;

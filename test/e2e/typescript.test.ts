@@ -53,6 +53,31 @@ step(\`echo '\${greeting("plan")} \${version}' > \${outName}\`, { out: outName }
     assert.doesNotMatch(r.stdout, /esbuild|node:internal|    at /, show(r));
   });
 
+  test("the nearest tsconfig.json applies, comments and all; a broken one is named in the error", async () => {
+    const p = fresh({
+      // As \`tsc --init\` writes it: comments and trailing commas.
+      "tsconfig.json": `{\n  // options\n  "compilerOptions": {\n    /* legacy decorators */\n    "experimentalDecorators": true,\n  },\n}\n`,
+      "plan.ts": `
+import { step } from "tsup-flow";
+const seen: string[] = [];
+function mark(_target: object, key: string): void { seen.push(key); }
+class Jobs { @mark build(): void {} }
+new Jobs();
+step(\`echo \${seen.join(",")} > seen.txt\`, { out: "seen.txt" });
+`,
+    });
+    let r = await tsup(p.dir, ["-n", "-w2"], { env: { TSUP_TS_CACHE: freshCache() } });
+    assert.equal(r.code, 0, show(r));
+    // Legacy decorators run when the class is defined, with the method's name.
+    assert.equal(p.read("seen.txt"), "build\n");
+    p.write("tsconfig.json", `{ "compilerOptions": { "target": `);
+    // tsconfig.json is not an input of the plan (see the guide): forget the state to rerun it.
+    rmSync(p.path(".stepup"), { recursive: true });
+    r = await tsup(p.dir, ["-n", "-w2"], { env: { TSUP_TS_CACHE: freshCache() } });
+    assert.equal(r.code, 3, show(r));
+    assert.match(r.stdout, /tsconfig\.json:1:\d+: error: Unexpected end of file in JSON/, show(r));
+  });
+
   test("a CommonJS TypeScript file gets a clear error", async () => {
     const p = fresh({
       "plan.ts": `import { step } from "tsup-flow";\nimport "./old.cts";\nstep("true");\n`,
