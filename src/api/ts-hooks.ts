@@ -16,6 +16,7 @@ import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, wri
 import { createRequire } from "node:module";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { MessagePort } from "node:worker_threads";
 
 export const PACKAGE_NAME = "tsup-flow";
 
@@ -24,14 +25,35 @@ export interface HookData {
   apiUrl: string;
   /** Where compiled files are kept; null: compile every time. */
   cacheDir: string | null;
+  /** Receives the absolute path of every source file of the user's that is loaded (see sourceLoaded). */
+  port?: MessagePort;
 }
 
 let apiUrl = "";
 let cacheDir: string | null = null;
+let port: MessagePort | undefined;
+/** tsup's own compiled modules (its dist/ folder): never reported as the user's sources. */
+let ownDir = "";
+const reported = new Set<string>();
 
 export function initialize(data: HookData): void {
   apiUrl = data.apiUrl;
   cacheDir = data.cacheDir;
+  port = data.port;
+  // dist/api/index.js -> dist/
+  ownDir = dirname(dirname(fileURLToPath(data.apiUrl))) + "/";
+}
+
+/**
+ * Tell the main thread (loader.ts) that a file of the user's was read to run the step: a module
+ * outside node_modules, or a tsconfig.json that applied. loader.ts hands the list to the
+ * director at the end, which hashes these files into the step's fingerprint, so that editing a
+ * module the plan imports makes the plan run again.
+ */
+function sourceLoaded(path: string): void {
+  if (port === undefined || reported.has(path) || path.includes("/node_modules/") || path.startsWith(ownDir)) return;
+  reported.add(path);
+  port.postMessage(path);
 }
 
 type Resolved = { url: string; shortCircuit?: boolean; format?: string | null };
@@ -96,6 +118,7 @@ function isFile(path: string): boolean {
 export async function load(url: string, context: unknown, nextLoad: NextLoad): Promise<Loaded> {
   if (!url.startsWith("file:")) return nextLoad(url, context);
   const path = fileURLToPath(url);
+  sourceLoaded(path);
   if (path.endsWith(".cts")) {
     throw compileError(`${shown(path)}: error: tsup runs TypeScript files as ES modules; rename this CommonJS file to .ts`);
   }
@@ -110,6 +133,7 @@ const OPTIONS_VERSION = "1";
 function compiled(path: string, source: string): string {
   const tsconfigFile = nearestTsconfig(dirname(path));
   const tsconfig = tsconfigFile?.text ?? null;
+  if (tsconfigFile !== null) sourceLoaded(tsconfigFile.path);
   const key = createHash("sha256")
     .update(`${OPTIONS_VERSION}\0${compilerVersion()}\0${process.versions.node}\0${path}\0`)
     .update(tsconfig ?? "")

@@ -6,7 +6,7 @@
 // available) -> ready list -> skip check in the director -> SKIP, or queued in its pool ->
 // a worker runs it -> SUCCESS (outputs built, consumers released) or FAIL.
 import type { EventSink, Page, StepCounts, StepRef, TsupEvent } from "../events.js";
-import { rootFrom } from "../paths.js";
+import { normPath, rootFrom } from "../paths.js";
 import { ENV_HERE, ENV_ROOT, ENV_ROOT_REL, ENV_SOCKET, ENV_STEP_KEY, type Declaration } from "../rpc/protocol.js";
 import type { RpcHandler } from "../rpc/server.js";
 import { Scheduler } from "../scheduler/scheduler.js";
@@ -324,6 +324,7 @@ export class Session implements RpcHandler {
     // A fresh run declares everything anew; what the old record said no longer counts.
     step.fingerprint = null;
     step.amendedEnv.clear();
+    step.imports = [];
     this.graph.dropAmended(step);
     const started = this.opts.now();
     const startEvent: TsupEvent = { kind: "start", step: this.ref(step), time: started };
@@ -485,7 +486,21 @@ export class Session implements RpcHandler {
         const now = this.files.hash(f.path);
         return [f.path, now.kind === "ok" ? now.hash : null];
       });
-    return { inputs: collect(step.requires), outputs: collect(step.outputs) };
+    const inputs = collect(step.requires);
+    const outputs = collect(step.outputs);
+    if (step.imports.length > 0) {
+      // Sources the step's loader read beyond its declared inputs (a module the plan imports):
+      // in the fingerprint, so that editing them makes the step run again. One that is gone
+      // again, or is an output, is left out rather than failing the step.
+      const seen = new Set<string>([...inputs.map(([p]) => p), ...outputs.map(([p]) => p)]);
+      for (const path of step.imports) {
+        if (seen.has(path)) continue;
+        seen.add(path);
+        const now = this.files.hash(path);
+        if (now.kind === "ok") inputs.push([path, now.hash]);
+      }
+    }
+    return { inputs, outputs };
   }
 
   // ----------------------------------------------------------------------------------------
@@ -545,6 +560,8 @@ export class Session implements RpcHandler {
       switch (method) {
         case "amend":
           return Promise.resolve(this.amend(key, args));
+        case "sources":
+          return Promise.resolve(this.sources(key, args));
         case "status":
           return Promise.resolve(this.status());
         default:
@@ -601,6 +618,23 @@ export class Session implements RpcHandler {
       queued: this.scheduler.queuedIn(name),
     }));
     return { kind: "progress", counts, pools, workers: this.opts.workers };
+  }
+
+  /**
+   * A running TypeScript step reports the source files it loaded besides its command's own file
+   * (see api/ts-hooks.ts): they are hashed into its fingerprint when it succeeds.
+   */
+  private sources(key: string | null, args: unknown): boolean {
+    const step = key === null ? undefined : this.graph.steps.get(key);
+    if (!step || step.state !== "running") {
+      throw new Error(`sources can only be reported by a running step (${key ?? "no step key"} is not running)`);
+    }
+    const paths = (args as { paths?: unknown } | null)?.paths;
+    if (!Array.isArray(paths) || !paths.every((p) => typeof p === "string" && p !== "" && !p.endsWith("/"))) {
+      throw new Error("sources: paths must be a list of file paths");
+    }
+    step.imports = paths.map((p: string) => normPath(p));
+    return true;
   }
 
   /** A running step declares more about itself. Answers whether it may go on. */

@@ -64,6 +64,7 @@ export function checkSkip(
   if (inputs.length < step.requires.length || outputs.length < step.outputs.length) {
     return { skip: false, reasons, same: [] };
   }
+  if (record.fingerprint.inputs.length > inputs.length) addSources(step, record.fingerprint, files, inputs, reasons);
   const args = fingerprintArgs(step, env, values, inputs, outputs);
   if (reasons.length === 0 && equalBytes(computeDigest(args), record.fingerprint.digest)) {
     step.fingerprint = record.fingerprint;
@@ -72,6 +73,30 @@ export function checkSkip(
   // Explain everything that differs, not only the first reason found.
   const { changed, same } = explainChanges(record.fingerprint, computeFingerprint(args));
   return { skip: false, reasons: [...reasons, ...changed], same };
+}
+
+/**
+ * The fingerprint of the step's last run also covered source files its TypeScript loader read
+ * (Session.sources: modules the plan imported, its tsconfig.json): hash them again, so that a
+ * changed or deleted one makes the step run again. They are the recorded inputs that are not
+ * among the step's declared ones.
+ */
+function addSources(
+  step: StepNode,
+  fingerprint: Fingerprint,
+  files: FileTable,
+  inputs: Array<[string, FileHash]>,
+  reasons: string[],
+): void {
+  const declared = new Set<string>();
+  for (const file of step.requires) declared.add(file.path);
+  for (const file of step.outputs) declared.add(file.path);
+  for (const [path] of fingerprint.inputs) {
+    if (declared.has(path)) continue;
+    const outcome = files.hash(path);
+    if (outcome.kind === "ok") inputs.push([path, outcome.hash]);
+    else reasons.push(line("Source file gone", path));
+  }
 }
 
 export function explainPages(verdict: Extract<SkipVerdict, { skip: false }>): Page[] {

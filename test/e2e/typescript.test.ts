@@ -5,7 +5,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync,
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
-import { freshProjects, show, tsup } from "./harness.js";
+import { freshProjects, show, tsup, withAction } from "./harness.js";
 
 const fresh = freshProjects();
 const caches: string[] = [];
@@ -42,6 +42,56 @@ step(\`echo '\${greeting("plan")} \${version}' > \${outName}\`, { out: outName }
     assert.equal(p.read("hello.txt"), "hi plan 3\n");
   });
 
+  test("editing a module the plan imports, or tsconfig.json, makes the plan run again", async () => {
+    const p = fresh({
+      "plan.ts": `import { step } from "tsup-flow";\nimport { n } from "./lib/n.js";\nstep(\`echo \${n} > n.txt\`, { out: "n.txt" });\n`,
+      "lib/n.ts": `export const n: number = 1;\n`,
+      "tsconfig.json": `{ "compilerOptions": {} }\n`,
+    });
+    const env = { TSUP_TS_CACHE: freshCache() };
+    let r = await tsup(p.dir, ["-n", "-w2"], { env });
+    assert.equal(r.code, 0, show(r));
+    assert.equal(p.read("n.txt"), "1\n");
+    r = await tsup(p.dir, ["-n", "-w2"], { env });
+    assert.deepEqual(withAction(r, "SKIP"), ["./plan.ts", "echo 1 > n.txt"], show(r));
+    p.write("lib/n.ts", `export const n: number = 2;\n`);
+    r = await tsup(p.dir, ["-n", "-w2", "-e"], { env });
+    assert.equal(r.code, 0, show(r));
+    assert.match(r.stdout, /NOSKIP │ \.\/plan\.ts[\s\S]*Modified input\s+lib\/n\.ts/, show(r));
+    assert.equal(p.read("n.txt"), "2\n");
+    // The tsconfig.json the plan was compiled with counts too.
+    r = await tsup(p.dir, ["-n", "-w2"], { env });
+    assert.deepEqual(withAction(r, "SKIP"), ["./plan.ts", "echo 2 > n.txt"], show(r));
+    p.write("tsconfig.json", `{ "compilerOptions": { "strict": true } }\n`);
+    r = await tsup(p.dir, ["-n", "-w2", "-e"], { env });
+    assert.equal(r.code, 0, show(r));
+    assert.match(r.stdout, /Modified input\s+tsconfig\.json/, show(r));
+    // A module that is gone: the plan runs again, and fails on its import.
+    rmSync(p.path("lib/n.ts"));
+    r = await tsup(p.dir, ["-n", "-w2", "-e"], { env });
+    assert.equal(r.code, 3, show(r));
+    assert.match(r.stdout, /Source file gone\s+lib\/n\.ts/, show(r));
+  });
+
+  test("a TypeScript step runs again when a module it imports changes", async () => {
+    const p = fresh({
+      "plan.ts": `import { declareStatic, step } from "tsup-flow";\ndeclareStatic("gen.ts");\nstep("gen.ts", { inp: "gen.ts", out: "out.txt" });\n`,
+      "gen.ts": `import { writeFileSync } from "node:fs";\nimport { text } from "./util.js";\nwriteFileSync("out.txt", text + "\\n");\n`,
+      "util.ts": `export const text: string = "one";\n`,
+    });
+    const env = { TSUP_TS_CACHE: freshCache() };
+    let r = await tsup(p.dir, ["-n", "-w2"], { env });
+    assert.equal(r.code, 0, show(r));
+    assert.equal(p.read("out.txt"), "one\n");
+    r = await tsup(p.dir, ["-n", "-w2"], { env });
+    assert.deepEqual(withAction(r, "SKIP"), ["./plan.ts", "gen.ts"], show(r));
+    p.write("util.ts", `export const text: string = "two";\n`);
+    r = await tsup(p.dir, ["-n", "-w2"], { env });
+    assert.equal(r.code, 0, show(r));
+    assert.deepEqual(withAction(r, "SKIP"), ["./plan.ts"], show(r));
+    assert.equal(p.read("out.txt"), "two\n");
+  });
+
   test("a syntax error names file, line and column, shows the line, and prints no stack trace", async () => {
     const p = fresh({
       "plan.ts": `import { step } from "tsup-flow";\nimport { x } from "./helper.js";\nstep("echo " + x);\n`,
@@ -70,9 +120,8 @@ step(\`echo \${seen.join(",")} > seen.txt\`, { out: "seen.txt" });
     assert.equal(r.code, 0, show(r));
     // Legacy decorators run when the class is defined, with the method's name.
     assert.equal(p.read("seen.txt"), "build\n");
+    // The plan was compiled with it, so the edit alone makes the plan run again.
     p.write("tsconfig.json", `{ "compilerOptions": { "target": `);
-    // tsconfig.json is not an input of the plan (see the guide): forget the state to rerun it.
-    rmSync(p.path(".stepup"), { recursive: true });
     r = await tsup(p.dir, ["-n", "-w2"], { env: { TSUP_TS_CACHE: freshCache() } });
     assert.equal(r.code, 3, show(r));
     assert.match(r.stdout, /tsconfig\.json:1:\d+: error: Unexpected end of file in JSON/, show(r));
