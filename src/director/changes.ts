@@ -25,6 +25,8 @@ const SKIPPED_NAMES = new Set([".stepup", ".git"]);
 export class ChangeRecorder {
   private graph: Graph | undefined;
   private globs: CompiledPattern[] = [];
+  /** Source files in the steps' fingerprints that are not graph files (modules a plan imports). */
+  private sources = new Set<string>();
   private watching = false;
   /** Events seen during a run phase, judged when the next watch phase starts. */
   private readonly buffered = new Map<string, Change>();
@@ -51,7 +53,10 @@ export class ChangeRecorder {
   beginWatch(graph: Graph): void {
     this.graph = graph;
     this.globs = [];
+    this.sources = new Set();
     for (const step of graph.steps.values()) {
+      // What the fingerprint covers beyond the graph's files: see Session.sources.
+      for (const [path] of step.fingerprint?.inputs ?? []) if (!graph.files.has(path)) this.sources.add(path);
       for (const glob of step.globs) {
         for (const pattern of glob.patterns) {
           try {
@@ -87,6 +92,7 @@ export class ChangeRecorder {
   relevant(path: string): boolean {
     const node = this.graph?.files.get(path);
     if (node) return node.state !== "volatile";
+    if (this.sources.has(path)) return true;
     return this.globs.some((g) => g.match(path) !== undefined);
   }
 
@@ -121,6 +127,10 @@ export class ChangeRecorder {
     }
     for (const glob of this.globs) {
       for (const dir of this.globDirectories(glob)) dirs.add(dir);
+    }
+    for (const path of this.sources) {
+      const parent = parentPath(path);
+      if (parent !== undefined) dirs.add(parent);
     }
     return dirs;
   }

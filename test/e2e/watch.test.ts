@@ -73,6 +73,26 @@ step("cat b.txt > b.out", { inp: "b.txt", out: "b.out" });
     assert.equal((await bg.done).code, 0);
   });
 
+  test("an edited module that plan.ts imports is noticed and reruns the plan", async () => {
+    const p = fresh({
+      "plan.ts": `${imports}import { n } from "./lib/n.js";\nstep(\`echo \${n} > n.txt\`, { out: "n.txt" });\n`,
+      "lib/n.ts": `export const n: number = 1;\n`,
+    });
+    const bg = startTsup(p.dir);
+    await ok(bg.control("wait"));
+    assert.equal(p.read("n.txt"), "1\n");
+    const mark = bg.output().length;
+    p.write("lib/n.ts", `export const n: number = 2;\n`);
+    await ok(bg.control("watch-update", "lib/n.ts"));
+    assert.deepEqual(bg.linesSince(mark), [["UPDATED", "lib/n.ts"]]);
+    await ok(bg.control("run"));
+    await ok(bg.control("wait"));
+    assert.deepEqual(startedSince(bg, mark), ["./plan.ts", "echo 2 > n.txt"], bg.output());
+    assert.equal(p.read("n.txt"), "2\n");
+    await ok(bg.control("join"));
+    assert.equal((await bg.done).code, 0);
+  });
+
   test("a new file matching a glob reruns the plan; a deleted match's copy is cleaned", async () => {
     const p = fresh({
       "plan.ts": `${imports}declareStatic("out/");\nfor (const f of glob("inp*.txt")) copy(f, "out/");\n`,
