@@ -201,9 +201,14 @@ export function stateToSave(session: Session, complete: boolean): SavedState {
   };
   for (const step of session.graph.steps.values()) {
     index.set(step, steps.length);
-    steps.push(savedStep(step, step.creator ? index.get(step.creator) ?? -1 : -1, session.definedStepsBefore(step)));
+    const saved = savedStep(step, step.creator ? index.get(step.creator) ?? -1 : -1, session.definedStepsBefore(step));
+    steps.push(saved);
     for (const f of step.requires) relevantNode(f);
     for (const f of step.outputs) relevantNode(f);
+    // Source files in the fingerprint beyond the step's inputs (Session.sources): their hashes
+    // are kept too, or every run would hash them afresh and find the state changed.
+    const inputs = saved.fingerprint?.inputs;
+    if (inputs !== undefined && inputs.length > step.requires.length) for (const [path] of inputs) relevant(path);
   }
   if (!complete) {
     for (const record of session.oldSteps) {

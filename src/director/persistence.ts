@@ -286,11 +286,19 @@ function sameStatAndContent(a: FileHash, b: FileHash): boolean {
 export function entryFor(step: StepNode, files: FileTable): JournalEntry {
   const { creator: _creator, orphan: _orphan, ...record } = savedStep(step, -1, false);
   const hashes: Array<[string, FileHash]> = [];
+  const seen = new Set<string>();
   for (const list of [step.requires, step.outputs]) {
     for (const f of list) {
       const hash = files.known(f.path);
       if (hash) hashes.push([f.path, hash]);
+      seen.add(f.path);
     }
+  }
+  // Source files the fingerprint covers beyond the step's inputs (Session.sources).
+  for (const [path] of record.fingerprint?.inputs ?? []) {
+    if (seen.has(path)) continue;
+    const hash = files.known(path);
+    if (hash) hashes.push([path, hash]);
   }
   return {
     step: record,

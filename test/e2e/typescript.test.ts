@@ -54,6 +54,8 @@ step(\`echo '\${greeting("plan")} \${version}' > \${outName}\`, { out: outName }
     assert.equal(p.read("n.txt"), "1\n");
     r = await tsup(p.dir, ["-n", "-w2"], { env });
     assert.deepEqual(withAction(r, "SKIP"), ["./plan.ts", "echo 1 > n.txt"], show(r));
+    // The imported files' hashes were saved with the state: nothing new was learned, nothing saved.
+    assert.deepEqual(withAction(r, "WORKFLOW"), ["Loaded from .stepup/workflow.mpk.xz"], show(r));
     p.write("lib/n.ts", `export const n: number = 2;\n`);
     r = await tsup(p.dir, ["-n", "-w2", "-e"], { env });
     assert.equal(r.code, 0, show(r));
