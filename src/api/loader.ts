@@ -7,7 +7,7 @@
 import { writeSync } from "node:fs";
 import { register } from "node:module";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { MessageChannel } from "node:worker_threads";
 import { ENV_ROOT, ENV_SOCKET, ENV_STEP_KEY } from "../rpc/protocol.js";
 import { COMPILE_ERROR, type HookData } from "./ts-hooks.js";
@@ -18,7 +18,7 @@ import { COMPILE_ERROR, type HookData } from "./ts-hooks.js";
  */
 function cacheDir(env: NodeJS.ProcessEnv): string | null {
   const fixed = env["TSUP_TS_CACHE"];
-  if (fixed !== undefined) return fixed === "" ? null : fixed;
+  if (fixed !== undefined) return fixed === "" ? null : resolve(fixed);
   const base = env["XDG_CACHE_HOME"] || (env["HOME"] ? join(env["HOME"], ".cache") : "");
   if (base !== "") return join(base, "tsup", "ts");
   return join(tmpdir(), `tsup-ts-${process.getuid?.() ?? "user"}`);

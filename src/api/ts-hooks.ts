@@ -12,7 +12,7 @@
 // then starts in about the time of a plain `node` (0.13-0.19 s on the 2-core dev box), where tsx,
 // used before, took 0.25-0.36 s, and a plan's first step started that much later.
 import { createHash } from "node:crypto";
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -141,7 +141,8 @@ function compiled(path: string, source: string): string {
     .update(source)
     .digest("base64url")
     .slice(0, 32);
-  const cached = cacheDir === null ? null : join(cacheDir, `${key}.mjs`);
+  const dir = trustedCacheDir();
+  const cached = dir === null ? null : join(dir, `${key}.mjs`);
   if (cached !== null) {
     try {
       return readFileSync(cached, "utf8");
@@ -164,6 +165,30 @@ function compiled(path: string, source: string): string {
   }
   if (cached !== null) store(cached, code);
   return code;
+}
+
+let cacheChecked = false;
+
+/**
+ * The cache folder, once it is known to be safe to run code from: a directory of this user's
+ * that nobody else may write to (what is in it runs as the user's code). tsup creates it with
+ * mode 0700 and tightens a looser one of its own. Otherwise (someone else's, or it cannot be
+ * created) there is no cache: every file is compiled, which only costs speed.
+ */
+function trustedCacheDir(): string | null {
+  if (cacheChecked) return cacheDir;
+  cacheChecked = true;
+  if (cacheDir === null) return null;
+  try {
+    mkdirSync(cacheDir, { recursive: true, mode: 0o700 });
+    const st = statSync(cacheDir);
+    const uid = process.getuid?.();
+    if (!st.isDirectory() || (uid !== undefined && st.uid !== uid)) cacheDir = null;
+    else if ((st.mode & 0o022) !== 0) chmodSync(cacheDir, 0o700);
+  } catch {
+    cacheDir = null;
+  }
+  return cacheDir;
 }
 
 /** Write a cache entry atomically; a cache that cannot be written only costs speed. */

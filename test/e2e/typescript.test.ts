@@ -1,7 +1,7 @@
 // How plan.ts and TypeScript steps are compiled and loaded (src/api/loader.ts, ts-hooks.ts):
 // imports between TypeScript files, compile errors, stack traces, and the cache of compiled files.
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
@@ -198,6 +198,30 @@ step(\`echo \${seen.join(",")} > seen.txt\`, { out: "seen.txt" });
     assert.ok(!existsSync(join(cache, "old.mjs")), "unused for 40 days");
     assert.ok(existsSync(join(cache, "recent.mjs")), "used 3 days ago");
     assert.equal(compiledFiles(cache).length, 3, "recent.mjs and the two versions of plan.ts");
+  });
+
+  test("the cache folder must be the user's own, writable by nobody else", async () => {
+    const plan = `import { step } from "tsup-flow";\nconst n: number = 4;\nstep(\`echo \${n} > n.txt\`, { out: "n.txt" });\n`;
+    // Ours but open to everyone: tightened, then used.
+    const open = freshCache();
+    chmodSync(open, 0o777);
+    let p = fresh({ "plan.ts": plan });
+    let r = await tsup(p.dir, ["-n", "-w2"], { env: { TSUP_TS_CACHE: open } });
+    assert.equal(r.code, 0, show(r));
+    assert.equal(statSync(open).mode & 0o777, 0o700);
+    assert.equal(compiledFiles(open).length, 1);
+    // Someone else's: compiled files in it would run as our code, so it is not used at all.
+    const foreign = freshCache();
+    try {
+      chownSync(foreign, 65534, 65534);
+    } catch {
+      return; // Not root: no folder can be handed to another user here.
+    }
+    p = fresh({ "plan.ts": plan });
+    r = await tsup(p.dir, ["-n", "-w2"], { env: { TSUP_TS_CACHE: foreign } });
+    assert.equal(r.code, 0, show(r));
+    assert.equal(p.read("n.txt"), "4\n");
+    assert.deepEqual(readdirSync(foreign), []);
   });
 
   test("an unwritable cache only costs speed", async () => {
