@@ -8,8 +8,6 @@ import { writeSync } from "node:fs";
 import { register } from "node:module";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { MessageChannel } from "node:worker_threads";
-import { ENV_ROOT, ENV_SOCKET, ENV_STEP_KEY } from "../rpc/protocol.js";
 import { COMPILE_ERROR, type HookData } from "./ts-hooks.js";
 
 /**
@@ -35,46 +33,5 @@ process.on("uncaughtExceptionMonitor", (err: unknown) => {
 
 // Stack traces then show the lines of the TypeScript source (ts-hooks.ts adds inline source maps).
 process.setSourceMapsEnabled(true);
-// The files the hooks report (ts-hooks.ts, sourceLoaded): the modules this step imported and
-// the tsconfig.json it compiled with.
-const sources = new Set<string>();
-const { port1, port2 } = new MessageChannel();
-port1.on("message", (path: unknown) => {
-  if (typeof path === "string") sources.add(path);
-});
-// Listening must not keep a finished step alive.
-port1.unref();
-const data: HookData = { apiUrl: new URL("./index.js", import.meta.url).href, cacheDir: cacheDir(process.env), port: port2 };
-register("./ts-hooks.js", import.meta.url, { data, transferList: [port2] });
-
-/**
- * At the end, hand the director those files: they go into the step's fingerprint, so that
- * editing one makes the step run again. At the end, so that a module imported later (`await
- * import()`) counts too; a step that ends with process.exit() reports nothing. This has its own
- * connection: a `.ts` step need not import the API at all.
- */
-let reported = false;
-process.on("beforeExit", () => {
-  const socket = process.env[ENV_SOCKET];
-  const key = process.env[ENV_STEP_KEY];
-  if (reported || sources.size === 0 || !socket || !key) return;
-  reported = true;
-  const root = process.env[ENV_ROOT] ?? process.cwd();
-  const paths = [...sources].map((abs) => (abs.startsWith(`${root}/`) ? abs.slice(root.length + 1) : abs)).sort();
-  void reportSources(socket, key, paths);
-});
-
-async function reportSources(socket: string, key: string, paths: string[]): Promise<void> {
-  try {
-    const { DirectorClient } = await import("../rpc/client.js");
-    const client = await DirectorClient.connect(socket, key, () => {}, () => {});
-    try {
-      await client.call("sources", { paths });
-    } finally {
-      client.close();
-    }
-  } catch (err) {
-    // The step's own work is done and fine; only its next skip check will know less.
-    process.stderr.write(`tsup: warning: could not report the files this step loaded: ${(err as Error).message}\n`);
-  }
-}
+const data: HookData = { apiUrl: new URL("./index.js", import.meta.url).href, cacheDir: cacheDir(process.env) };
+register("./ts-hooks.js", import.meta.url, { data });

@@ -12,11 +12,11 @@
 // then starts in about the time of a plain `node` (0.13-0.19 s on the 2-core dev box), where tsx,
 // used before, took 0.25-0.36 s, and a plan's first step started that much later.
 import { createHash } from "node:crypto";
-import { chmodSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { appendFileSync, chmodSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { MessagePort } from "node:worker_threads";
+import { ENV_SOURCES_FILE } from "../workers/protocol.js";
 
 export const PACKAGE_NAME = "tsup-flow";
 
@@ -25,13 +25,12 @@ export interface HookData {
   apiUrl: string;
   /** Where compiled files are kept; null: compile every time. */
   cacheDir: string | null;
-  /** Receives the absolute path of every source file of the user's that is loaded (see sourceLoaded). */
-  port?: MessagePort;
 }
 
 let apiUrl = "";
 let cacheDir: string | null = null;
-let port: MessagePort | undefined;
+/** See sourceLoaded; unset outside tsup steps. */
+const sourcesFile = process.env[ENV_SOURCES_FILE];
 /** tsup's own compiled modules (its dist/ folder): never reported as the user's sources. */
 let ownDir = "";
 const reported = new Set<string>();
@@ -39,21 +38,25 @@ const reported = new Set<string>();
 export function initialize(data: HookData): void {
   apiUrl = data.apiUrl;
   cacheDir = data.cacheDir;
-  port = data.port;
   // dist/api/index.js -> dist/
   ownDir = dirname(dirname(fileURLToPath(data.apiUrl))) + "/";
 }
 
 /**
- * Tell the main thread (loader.ts) that a file of the user's was read to run the step: a module
- * outside node_modules, or a tsconfig.json that applied. loader.ts hands the list to the
- * director at the end, which hashes these files into the step's fingerprint, so that editing a
- * module the plan imports makes the plan run again.
+ * Note that a file of the user's was read to run the step: a module outside node_modules, or a
+ * tsconfig.json that applied. The path is appended to the lane's $TSUP_SOURCES_FILE at once, so it
+ * is there whichever way the process ends; when the step is over, the director reads the file and
+ * hashes these files into the step's fingerprint, so that editing a module the plan imports makes
+ * the plan run again.
  */
 function sourceLoaded(path: string): void {
-  if (port === undefined || reported.has(path) || path.includes("/node_modules/") || path.startsWith(ownDir)) return;
+  if (sourcesFile === undefined || reported.has(path) || path.includes("/node_modules/") || path.startsWith(ownDir)) return;
   reported.add(path);
-  port.postMessage(path);
+  try {
+    appendFileSync(sourcesFile, `${path}\n`);
+  } catch {
+    // Without it the step only has a smaller fingerprint; its work is not affected.
+  }
 }
 
 type Resolved = { url: string; shortCircuit?: boolean; format?: string | null };

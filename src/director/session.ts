@@ -324,7 +324,6 @@ export class Session implements RpcHandler {
     // A fresh run declares everything anew; what the old record said no longer counts.
     step.fingerprint = null;
     step.amendedEnv.clear();
-    step.imports = [];
     this.graph.dropAmended(step);
     const started = this.opts.now();
     const startEvent: TsupEvent = { kind: "start", step: this.ref(step), time: started };
@@ -357,6 +356,7 @@ export class Session implements RpcHandler {
         changedInputs: [],
         outputHashes: [],
         spawnError: (err as Error).message,
+        sources: [],
       };
     }
     release();
@@ -488,12 +488,14 @@ export class Session implements RpcHandler {
       });
     const inputs = collect(step.requires);
     const outputs = collect(step.outputs);
-    if (step.imports.length > 0) {
+    if (result.sources.length > 0) {
       // Sources the step's loader read beyond its declared inputs (a module the plan imports):
       // in the fingerprint, so that editing them makes the step run again. One that is gone
       // again, or is an output, is left out rather than failing the step.
       const seen = new Set<string>([...inputs.map(([p]) => p), ...outputs.map(([p]) => p)]);
-      for (const path of step.imports) {
+      const prefix = `${this.opts.root}/`;
+      for (const abs of result.sources) {
+        const path = abs.startsWith(prefix) ? normPath(abs.slice(prefix.length)) : abs;
         if (seen.has(path)) continue;
         seen.add(path);
         const now = this.files.hash(path);
@@ -560,8 +562,6 @@ export class Session implements RpcHandler {
       switch (method) {
         case "amend":
           return Promise.resolve(this.amend(key, args));
-        case "sources":
-          return Promise.resolve(this.sources(key, args));
         case "status":
           return Promise.resolve(this.status());
         default:
@@ -618,23 +618,6 @@ export class Session implements RpcHandler {
       queued: this.scheduler.queuedIn(name),
     }));
     return { kind: "progress", counts, pools, workers: this.opts.workers };
-  }
-
-  /**
-   * A running TypeScript step reports the source files it loaded besides its command's own file
-   * (see api/ts-hooks.ts): they are hashed into its fingerprint when it succeeds.
-   */
-  private sources(key: string | null, args: unknown): boolean {
-    const step = key === null ? undefined : this.graph.steps.get(key);
-    if (!step || step.state !== "running") {
-      throw new Error(`sources can only be reported by a running step (${key ?? "no step key"} is not running)`);
-    }
-    const paths = (args as { paths?: unknown } | null)?.paths;
-    if (!Array.isArray(paths) || !paths.every((p) => typeof p === "string" && p !== "" && !p.endsWith("/"))) {
-      throw new Error("sources: paths must be a list of file paths");
-    }
-    step.imports = paths.map((p: string) => normPath(p));
-    return true;
   }
 
   /** A running step declares more about itself. Answers whether it may go on. */

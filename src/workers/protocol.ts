@@ -36,4 +36,12 @@ export interface RunResult {
   outputHashes: Array<FileHash | null>;
   /** Set when the command could not be started at all, e.g. a missing working directory. */
   spawnError: string | null;
+  /**
+   * Absolute paths of the source files a TypeScript command loaded (modules it imported, the
+   * tsconfig.json it compiled with), as tsup's loader wrote them to $TSUP_SOURCES_FILE.
+   */
+  sources: string[];
 }
+
+/** Where tsup's TypeScript loader appends the source files it loads, one absolute path per line. */
+export const ENV_SOURCES_FILE = "TSUP_SOURCES_FILE";

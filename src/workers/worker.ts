@@ -47,7 +47,7 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { hashLargeFile, hashPathUpTo, sameStat, type HashOutcome, type LargeFile } from "../state/filehash.js";
 import type { FileHash } from "../state/types.js";
-import type { RunRequest, RunResult } from "./protocol.js";
+import { ENV_SOURCES_FILE, type RunRequest, type RunResult } from "./protocol.js";
 
 /** Files larger than this that need hashing are hashed asynchronously (see hashLargeFile). */
 const LARGE_FILE_BYTES = 4 * 1024 * 1024;
@@ -167,6 +167,8 @@ interface Launcher {
   /** Its step output files: "<tmp>/<n>.o" and "<tmp>/<n>.e". */
   stdoutFile: string;
   stderrFile: string;
+  /** "<tmp>/<n>.s": $TSUP_SOURCES_FILE of its steps (see RunResult.sources). */
+  sourcesFile: string;
   /** Its pid, which is also the id of the process group it and the steps run in. */
   pgid: number;
   /** Unparsed tail of its stdout. */
@@ -189,6 +191,8 @@ interface Step {
   request: string;
   /** The step was already handed to a second launcher after the first died before starting it. */
   retried: boolean;
+  /** Its command runs with tsup's TypeScript loader (effectiveCommand). */
+  typeScript: boolean;
 }
 
 interface Running extends Step {
@@ -372,10 +376,20 @@ export class Worker {
       }
     }
 
-    const snippet = stepSnippet(effectiveCommand(req.command, this.tsNode, this.tsLoader), cwd, req.env);
+    const command = effectiveCommand(req.command, this.tsNode, this.tsLoader);
+    const snippet = stepSnippet(command, cwd, req.env);
     let lines = 1;
     for (let i = snippet.indexOf("\n"); i >= 0; i = snippet.indexOf("\n", i + 1)) lines++;
-    this.dispatch({ req, done, exited, inputHashes, start, request: `${lines}\n${snippet}\n`, retried: false });
+    this.dispatch({
+      req,
+      done,
+      exited,
+      inputHashes,
+      start,
+      request: `${lines}\n${snippet}\n`,
+      retried: false,
+      typeScript: command !== req.command,
+    });
   }
 
   /** Hand `step` to the launcher, starting one if needed. */
@@ -404,9 +418,10 @@ export class Worker {
     const files = `${this.tmp}/${++this.launchers}.`;
     const stdoutFile = files + "o";
     const stderrFile = files + "e";
+    const sourcesFile = files + "s";
     const proc = spawn("/bin/sh", ["-c", LAUNCHER_SCRIPT, "tsup-launcher", stdoutFile, stderrFile], {
       cwd: this.root,
-      env: this.launcherEnv,
+      env: { ...this.launcherEnv, [ENV_SOURCES_FILE]: sourcesFile },
       // Steps write to their own files; all the launcher itself would print is the shell's
       // "Terminated" notice for a step killed by a signal. fd 3 is the watchdog's pipe.
       stdio: ["pipe", "pipe", "ignore", "pipe"],
@@ -421,7 +436,7 @@ export class Worker {
     }
     let markGone!: () => void;
     const gone = new Promise<void>((r) => (markGone = r));
-    const launcher: Launcher = { proc, stdoutFile, stderrFile, pgid: proc.pid, buf: "", exited: false, gone };
+    const launcher: Launcher = { proc, stdoutFile, stderrFile, sourcesFile, pgid: proc.pid, buf: "", exited: false, gone };
     this.launcher = launcher;
     proc.stdout!.setEncoding("latin1");
     proc.stdout!.on("data", (chunk: string) => this.onLauncherOutput(launcher, chunk));
@@ -500,6 +515,8 @@ export class Worker {
     // The output files are reused by this lane's next step: read them before it can start.
     const stdout = readOutput(step.launcher.stdoutFile);
     const stderr = readOutput(step.launcher.stderrFile);
+    // Only TypeScript commands run tsup's loader, which is what writes this file.
+    const sources = step.typeScript ? readSources(step.launcher.sourcesFile) : NO_STRINGS;
     this.stage = { kind: "idle" };
     step.exited?.();
     const result: RunResult = {
@@ -513,6 +530,7 @@ export class Worker {
       changedInputs: this.changedInputs(req, step.inputHashes),
       outputHashes: NO_HASHES,
       spawnError: status === null && step.delivered === null ? "The step's launcher shell died" : null,
+      sources,
     };
     const outcomes = this.hashSmall(req.outputs);
     if (!outcomes.some(isLarge)) {
@@ -613,11 +631,28 @@ function emptyResult(req: RunRequest, durationMs: number): RunResult {
     // The command did not run: nothing is known about the outputs.
     outputHashes: req.outputs.map(() => null),
     spawnError: null,
+    sources: NO_STRINGS,
   };
 }
 
 function failedResult(req: RunRequest, message: string): RunResult {
   return { ...emptyResult(req, 0), spawnError: message };
+}
+
+/**
+ * The paths in a lane's sources file, which is then emptied for the lane's next step. Missing or
+ * unreadable: none (the step then only has a smaller fingerprint).
+ */
+function readSources(path: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+    if (text !== "") truncateSync(path, 0);
+  } catch {
+    return NO_STRINGS;
+  }
+  const paths = text.split("\n").filter((line) => line !== "");
+  return paths.length === 0 ? NO_STRINGS : [...new Set(paths)];
 }
 
 /** Outputs above this size are truncated once read, so they do not sit on disk until the next step. */

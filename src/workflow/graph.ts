@@ -144,11 +144,6 @@ export class StepNode {
   rescheduleDueTo: string[] = [];
   /** Env vars the step depends on beyond its definition (getenv, `${VAR}` in paths); see Graph.addEnv. */
   amendedEnv: Set<string> = NO_ENV;
-  /**
-   * Source files the running step's TypeScript loader reported (modules it imported, the
-   * tsconfig.json it compiled with): hashed into its fingerprint, not edges of the graph.
-   */
-  imports: readonly string[] = [];
   /** The step's record from an earlier run with the same definition: a candidate for skipping. */
   record: SavedStep | null = null;
   /** Index of `record` in the loaded state, to find the steps it defined. */

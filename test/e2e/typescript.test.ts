@@ -92,6 +92,14 @@ step(\`echo '\${greeting("plan")} \${version}' > \${outName}\`, { out: outName }
     assert.equal(r.code, 0, show(r));
     assert.deepEqual(withAction(r, "SKIP"), ["./plan.ts"], show(r));
     assert.equal(p.read("out.txt"), "two\n");
+    // The same for a step that ends with process.exit(): the loader noted the file as it loaded it.
+    p.write("gen.ts", p.read("gen.ts") + "process.exit(0);\n");
+    r = await tsup(p.dir, ["-n", "-w2"], { env });
+    assert.equal(r.code, 0, show(r));
+    p.write("util.ts", `export const text: string = "three";\n`);
+    r = await tsup(p.dir, ["-n", "-w2"], { env });
+    assert.deepEqual(withAction(r, "START"), ["gen.ts"], show(r));
+    assert.equal(p.read("out.txt"), "three\n");
   });
 
   test("a syntax error names file, line and column, shows the line, and prints no stack trace", async () => {
