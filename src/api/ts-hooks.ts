@@ -5,7 +5,8 @@
 //   `./x/index.ts`, as TypeScript itself resolves them;
 // - `.ts` and `.mts` files are compiled to JavaScript by esbuild, as ES modules, with an inline
 //   source map so that stack traces (and the `plan.ts:12:5` of tsup's errors) name the lines of
-//   the TypeScript source.
+//   the TypeScript source;
+// - every file of the user's that is loaded is noted for the step's fingerprint (sourceLoaded).
 //
 // Compiled files are kept in a cache folder, keyed by a hash of the source, its path, the nearest
 // tsconfig.json and the compiler version. On a hit esbuild is not even loaded: a `.ts` process
