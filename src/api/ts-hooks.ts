@@ -199,7 +199,6 @@ function trustedCacheDir(): string | null {
 function store(file: string, code: string): void {
   const tmp = `${file}.${process.pid}.tmp`;
   try {
-    mkdirSync(dirname(file), { recursive: true });
     writeFileSync(tmp, code);
     renameSync(tmp, file);
   } catch {

@@ -9,6 +9,7 @@ import { globFiles } from "../glob/walk.js";
 import { compilePattern, type CompiledPattern } from "../glob/pattern.js";
 import { isDirPath, joinWorkdir, parentPath } from "../paths.js";
 import type { Graph } from "../workflow/graph.js";
+import { sourcePaths } from "./skip.js";
 
 export type Change = "updated" | "deleted";
 
@@ -25,7 +26,7 @@ const SKIPPED_NAMES = new Set([".stepup", ".git"]);
 export class ChangeRecorder {
   private graph: Graph | undefined;
   private globs: CompiledPattern[] = [];
-  /** Source files in the steps' fingerprints that are not graph files (modules a plan imports). */
+  /** Source files the steps' fingerprints cover besides their own paths (modules a plan imports). */
   private sources = new Set<string>();
   private watching = false;
   /** Events seen during a run phase, judged when the next watch phase starts. */
@@ -55,8 +56,7 @@ export class ChangeRecorder {
     this.globs = [];
     this.sources = new Set();
     for (const step of graph.steps.values()) {
-      // What the fingerprint covers beyond the graph's files: see Session.sources.
-      for (const [path] of step.fingerprint?.inputs ?? []) if (!graph.files.has(path)) this.sources.add(path);
+      for (const path of sourcePaths(step, step.fingerprint)) this.sources.add(path);
       for (const glob of step.globs) {
         for (const pattern of glob.patterns) {
           try {

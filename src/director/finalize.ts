@@ -7,6 +7,7 @@ import { hashPath, sameContent } from "../state/filehash.js";
 import type { FileHash, Fingerprint, SavedState, SavedStep } from "../state/types.js";
 import { stepKey, visitStamp, type FileNode, type StepNode } from "../workflow/graph.js";
 import type { Session } from "./session.js";
+import { sourcePaths } from "./skip.js";
 
 /** A pending report lists at most this many steps in detail; a summary line covers the rest. */
 const MAX_PENDING_PAGES = 20;
@@ -205,10 +206,8 @@ export function stateToSave(session: Session, complete: boolean): SavedState {
     steps.push(saved);
     for (const f of step.requires) relevantNode(f);
     for (const f of step.outputs) relevantNode(f);
-    // Source files in the fingerprint beyond the step's inputs (Session.sources): their hashes
-    // are kept too, or every run would hash them afresh and find the state changed.
-    const inputs = saved.fingerprint?.inputs;
-    if (inputs !== undefined && inputs.length > step.requires.length) for (const [path] of inputs) relevant(path);
+    // Their hashes are kept too, or every run would hash them afresh and find the state changed.
+    for (const path of sourcePaths(step, saved.fingerprint)) relevant(path);
   }
   if (!complete) {
     for (const record of session.oldSteps) {

@@ -30,6 +30,7 @@ import { definitionOf } from "../workflow/definition.js";
 import { stepKey, type StepNode } from "../workflow/graph.js";
 import type { FileTable } from "./files.js";
 import { savedStep } from "./finalize.js";
+import { sourcePaths } from "./skip.js";
 
 export interface OpenedState extends LoadResult {
   journal: StepJournal;
@@ -285,18 +286,9 @@ function sameStatAndContent(a: FileHash, b: FileHash): boolean {
 /** The journal entry of a step that succeeded: what the end-of-run save would record for it. */
 export function entryFor(step: StepNode, files: FileTable): JournalEntry {
   const { creator: _creator, orphan: _orphan, ...record } = savedStep(step, -1, false);
+  const paths = [...step.requires.map((f) => f.path), ...step.outputs.map((f) => f.path), ...sourcePaths(step, record.fingerprint)];
   const hashes: Array<[string, FileHash]> = [];
-  const seen = new Set<string>();
-  for (const list of [step.requires, step.outputs]) {
-    for (const f of list) {
-      const hash = files.known(f.path);
-      if (hash) hashes.push([f.path, hash]);
-      seen.add(f.path);
-    }
-  }
-  // Source files the fingerprint covers beyond the step's inputs (Session.sources).
-  for (const [path] of record.fingerprint?.inputs ?? []) {
-    if (seen.has(path)) continue;
+  for (const path of paths) {
     const hash = files.known(path);
     if (hash) hashes.push([path, hash]);
   }

@@ -64,7 +64,12 @@ export function checkSkip(
   if (inputs.length < step.requires.length || outputs.length < step.outputs.length) {
     return { skip: false, reasons, same: [] };
   }
-  if (record.fingerprint.inputs.length > inputs.length) addSources(step, record.fingerprint, files, inputs, reasons);
+  // Hashed again like inputs, so that a changed or deleted one makes the step run again.
+  for (const path of sourcePaths(step, record.fingerprint)) {
+    const outcome = files.hash(path);
+    if (outcome.kind === "ok") inputs.push([path, outcome.hash]);
+    else reasons.push(line("Source file gone", path));
+  }
   const args = fingerprintArgs(step, env, values, inputs, outputs);
   if (reasons.length === 0 && equalBytes(computeDigest(args), record.fingerprint.digest)) {
     step.fingerprint = record.fingerprint;
@@ -76,27 +81,20 @@ export function checkSkip(
 }
 
 /**
- * The fingerprint of the step's last run also covered source files its TypeScript loader read
- * (Session.sources: modules the plan imported, its tsconfig.json): hash them again, so that a
- * changed or deleted one makes the step run again. They are the recorded inputs that are not
- * among the step's declared ones.
+ * The source files a fingerprint of `step` covers besides the step's own paths: what its
+ * TypeScript loader read (modules a plan imported, its tsconfig.json; see Session.resultHashes).
+ * They are the fingerprint's inputs that are not among the step's required or output paths.
+ * Without any, a fingerprint has exactly one input per required path: that check is all most
+ * steps cost.
  */
-function addSources(
-  step: StepNode,
-  fingerprint: Fingerprint,
-  files: FileTable,
-  inputs: Array<[string, FileHash]>,
-  reasons: string[],
-): void {
-  const declared = new Set<string>();
-  for (const file of step.requires) declared.add(file.path);
-  for (const file of step.outputs) declared.add(file.path);
-  for (const [path] of fingerprint.inputs) {
-    if (declared.has(path)) continue;
-    const outcome = files.hash(path);
-    if (outcome.kind === "ok") inputs.push([path, outcome.hash]);
-    else reasons.push(line("Source file gone", path));
-  }
+export function sourcePaths(step: StepNode, fingerprint: Fingerprint | null): string[] {
+  if (fingerprint === null || fingerprint.inputs.length <= step.requires.length) return [];
+  const own = new Set<string>();
+  for (const file of step.requires) own.add(file.path);
+  for (const file of step.outputs) own.add(file.path);
+  const sources: string[] = [];
+  for (const [path] of fingerprint.inputs) if (!own.has(path)) sources.push(path);
+  return sources;
 }
 
 export function explainPages(verdict: Extract<SkipVerdict, { skip: false }>): Page[] {

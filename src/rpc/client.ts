@@ -91,8 +91,7 @@ export class DirectorClient {
     if (this.batch.length >= this.batchLimit) {
       this.batchLimit = Math.min(BATCH_LIMIT, 2 * this.batchLimit);
       this.flush();
-    }
-    else if (!this.flushScheduled) {
+    } else if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(() => {
         this.flushScheduled = false;

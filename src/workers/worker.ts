@@ -652,7 +652,7 @@ function readSources(path: string): string[] {
     return NO_STRINGS;
   }
   const paths = text.split("\n").filter((line) => line !== "");
-  return paths.length === 0 ? NO_STRINGS : [...new Set(paths)];
+  return paths.length === 0 ? NO_STRINGS : paths;
 }
 
 /** Outputs above this size are truncated once read, so they do not sit on disk until the next step. */
