@@ -286,12 +286,15 @@ function sameStatAndContent(a: FileHash, b: FileHash): boolean {
 /** The journal entry of a step that succeeded: what the end-of-run save would record for it. */
 export function entryFor(step: StepNode, files: FileTable): JournalEntry {
   const { creator: _creator, orphan: _orphan, ...record } = savedStep(step, -1, false);
-  const paths = [...step.requires.map((f) => f.path), ...step.outputs.map((f) => f.path), ...sourcePaths(step, record.fingerprint)];
   const hashes: Array<[string, FileHash]> = [];
-  for (const path of paths) {
+  const add = (path: string): void => {
     const hash = files.known(path);
     if (hash) hashes.push([path, hash]);
-  }
+  };
+  // Called for every step that succeeds: no intermediate arrays of paths.
+  for (const f of step.requires) add(f.path);
+  for (const f of step.outputs) add(f.path);
+  for (const path of sourcePaths(step, record.fingerprint)) add(path);
   return {
     step: record,
     creator: step.creator ? step.creator.key : null,
