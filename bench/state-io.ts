@@ -73,8 +73,14 @@ interface Step {
   out: string[];
   fingerprint: { digest: Uint8Array; inpDigest: Uint8Array; inputs: Array<[string, Uint8Array]>; env: unknown[]; outputs: Array<[string, Uint8Array]> } | null;
 }
+/** A Map, or (since 2026-11-26) the store's FileHashes, which has the same methods. */
+interface Files extends Iterable<[string, Hash]> {
+  get(path: string): Hash | undefined;
+  has(path: string): boolean;
+  set(path: string, hash: Hash): unknown;
+}
 interface State {
-  files: Map<string, Hash>;
+  files: Files;
   steps: Step[];
 }
 
@@ -84,7 +90,8 @@ function freshString(s: string): string {
 }
 
 function scattered(state: State, keep: unknown[]): State {
-  const files = new Map<string, Hash>();
+  // The same kind of table as the tested tsup loads.
+  const files = new (state.files.constructor as new () => Files)();
   const copyHash = (path: string): void => {
     const h = state.files.get(path);
     if (h === undefined || files.has(path)) return;

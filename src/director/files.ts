@@ -2,12 +2,13 @@
 // kept across runs so the stat shortcut works on restart.
 import { isAbsPath, isDirPath } from "../paths.js";
 import { hashPath, type HashOutcome } from "../state/filehash.js";
-import { keptHash, type FileHash } from "../state/types.js";
+import type { FileHashes } from "../state/filehashes.js";
+import type { FileHash } from "../state/types.js";
 
 export class FileTable {
   constructor(
     readonly root: string,
-    readonly hashes: Map<string, FileHash>,
+    readonly hashes: FileHashes,
   ) {}
 
   abs(path: string): string {
@@ -58,7 +59,7 @@ export class FileTable {
     const known = this.hashes.get(path);
     const outcome = hashPath(this.abs(path), false, known);
     if (outcome.kind === "ok" && outcome.hash !== known) {
-      this.hashes.set(path, keptHash(outcome.hash));
+      this.hashes.set(path, outcome.hash);
       this.changed = true;
     }
     this.batchFiles?.set(path, outcome);
@@ -71,7 +72,7 @@ export class FileTable {
 
   remember(path: string, hash: FileHash | null): void {
     if (hash && !isDirPath(path)) {
-      this.hashes.set(path, keptHash(hash));
+      this.hashes.set(path, hash);
       this.changed = true;
     }
     this.batchFiles?.delete(path);

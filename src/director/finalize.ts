@@ -4,7 +4,7 @@ import { rmdirSync, unlinkSync } from "node:fs";
 import { describeStep, type EventSink, type Page } from "../events.js";
 import { isDirPath } from "../paths.js";
 import { hashPath, sameContent } from "../state/filehash.js";
-import type { FileHash, Fingerprint, SavedState, SavedStep } from "../state/types.js";
+import type { Fingerprint, SavedState, SavedStep } from "../state/types.js";
 import { stepKey, visitStamp, type FileNode, type StepNode } from "../workflow/graph.js";
 import type { Session } from "./session.js";
 import { sourcePaths } from "./skip.js";
@@ -183,22 +183,17 @@ function keyOf(record: SavedStep): string {
 export function stateToSave(session: Session, complete: boolean): SavedState {
   const steps: SavedStep[] = [];
   const index = new Map<StepNode, number>();
-  // Filled in the order the paths are first met, without a set of paths beside it.
-  const files = new Map<string, FileHash>();
-  const add = (path: string): void => {
-    const hash = session.files.known(path);
-    if (hash) files.set(path, hash);
-  };
-  const relevant = (path: string): void => {
-    if (!files.has(path)) add(path);
-  };
+  // The hashes of the files the saved steps name; usually all the table has, which then is
+  // saved as it is.
+  const table = session.files.hashes;
+  const files = table.selection();
   // Live steps name their files through graph nodes: a stamp on the node says "seen", which
-  // at 100,000 steps is markedly cheaper than asking `files` about every path.
+  // at 100,000 steps is markedly cheaper than looking up every path.
   const stamp = visitStamp();
   const relevantNode = (f: FileNode): void => {
     if (f.visited === stamp) return;
     f.visited = stamp;
-    add(f.path);
+    files.add(f.path);
   };
   for (const step of session.graph.steps.values()) {
     index.set(step, steps.length);
@@ -207,18 +202,18 @@ export function stateToSave(session: Session, complete: boolean): SavedState {
     for (const f of step.requires) relevantNode(f);
     for (const f of step.outputs) relevantNode(f);
     // Their hashes are kept too, or every run would hash them afresh and find the state changed.
-    for (const path of sourcePaths(step, saved.fingerprint)) relevant(path);
+    for (const path of sourcePaths(step, saved.fingerprint)) files.add(path);
   }
   if (!complete) {
     for (const record of session.oldSteps) {
       if (session.graph.steps.has(keyOf(record))) continue;
       steps.push({ ...record, creator: -1, orphan: true });
       for (const p of [...record.inp, ...record.out, ...(record.amended?.inp ?? []), ...(record.amended?.out ?? [])]) {
-        relevant(p);
+        files.add(p);
       }
     }
   }
-  return { files, steps };
+  return { files: table.selected(files), steps };
 }
 
 /** Whether `r` holds exactly what savedStep would make for `step` (without amended information). */

@@ -568,7 +568,7 @@ function applyReruns(state: SavedState, entries: readonly JournalEntry[]): Saved
     if (!r.orphan && r.creator >= 0) claimed[r.creator] = 1;
   });
   const steps = state.steps.slice();
-  const files = new Map(state.files);
+  const files = state.files.clone();
   for (const e of entries) {
     const s = e.step;
     if (e.children.length > 0) return null;
@@ -600,7 +600,7 @@ export function applyInGeneral(state: SavedState, entries: readonly JournalEntry
     byKey.set(stepKey(r.command, r.workdir), i);
     if (!r.orphan) claim(i, r.creator);
   });
-  const files = new Map(state.files);
+  const files = state.files.clone();
   /** Child order as the creator's last entry listed it. */
   const childOrder = new Map<number, number[]>();
 

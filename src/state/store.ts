@@ -1,11 +1,14 @@
 // Load and save `.stepup/workflow.mpk.xz`: one msgpack document, xz-compressed.
 //
-// The document is a map (format version 2). Its shape comes from measuring 100,000 steps:
+// The document is a map (format version 3). Its shape comes from measuring 100,000 steps:
 // - `stepCount`, `fileCount`.
+// - `strings` and `moreStrings`: every path, workdir, env name/value and pool name, once; string
+//   index i is the i-th of `strings` followed by `moreStrings`. Records refer to strings by index,
+//   so a path shared by many steps and the file table is stored once. `strings` holds the paths
+//   of the file table, in its order, and `moreStrings` the rest, which is known only once every
+//   step is encoded and is small.
 // - `commands`: one per step, not interned because they are nearly always unique.
 // - `poolSizes`: the size of every pool the steps defined, in step order (any finite number).
-// - `strings`: every path, workdir, env name/value and pool name, once. Records refer to strings
-//   by index, so a path shared by many steps and the file table is stored once.
 // - `generation` (optional): 32 hex digits, new with every save by the director. The journal of
 //   finished steps (journal.ts) names the generation it extends, so a journal left over from an
 //   earlier file is never applied to a later one.
@@ -17,8 +20,10 @@
 //   cost far less to write and read than 200,000 msgpack records or an array of two million
 //   numbers, whose garbage triggers full collections of a heap that already holds the workflow.
 // The fields are written in this order so that compression runs while the steps are encoded
-// (encodeParts); the decoder takes them in any order. Version 1 kept the file table (`files`)
-// and the step tokens (`steps`) as fields of their own, compressed; it is still read.
+// (encodeParts); the decoder takes them in any order. Older versions are still read: version 2
+// had all strings in `strings` (written last, after the steps, so xz compressed them only once
+// the steps were encoded: about 0.1 s of waiting at 100,000 steps); version 1 kept the file table
+// (`files`) and the step tokens (`steps`) as fields of their own, compressed.
 //
 // `raw` barely compresses or is not worth xz's time: xz's encoder is slowest on such data
 // (measured here: ~7 MB/s on random bytes, ~40 MB/s with two threads on the columns and tokens).
@@ -40,13 +45,11 @@ import { createRequire } from "node:module";
 import { join } from "node:path";
 import type { Duplex } from "node:stream";
 import { Packr, Unpackr } from "msgpackr";
+import { DIGEST_SLOT, emptyState, FileHashes, type FileColumns } from "./filehashes.js";
 import { isGeneration } from "./journal.js";
 import { VarintReader, VarintWriter } from "./varint.js";
 import {
-  emptyState,
   registerCompactBuffer,
-  sharedDirDigest,
-  type FileHash,
   type Fingerprint,
   type GlobRecord,
   type SavedState,
@@ -56,8 +59,11 @@ import {
 export const STATE_FILE = "workflow.mpk.xz";
 
 const FORMAT = "tsup-workflow";
-/** Written by this tsup. Version 1 (files and steps as msgpack binaries, all compressed) is still read. */
-const VERSION = 2;
+/**
+ * Written by this tsup. Still read: version 2 (all strings in `strings`) and version 1 (files
+ * and steps as msgpack binaries, all compressed).
+ */
+const VERSION = 3;
 
 /*
  * xz settings for the compressed stream (everything but `raw`), chosen by measurement.
@@ -141,7 +147,8 @@ function invalid(what: string): never {
 }
 
 class Encoder {
-  readonly strings: string[] = [];
+  /** Strings other than file paths, which take the indices after the file table's paths. */
+  readonly extra: string[] = [];
   private readonly index = new Map<string, number>();
   readonly commands: string[] = [];
   readonly poolSizes: number[] = [];
@@ -151,20 +158,31 @@ class Encoder {
   /** The buffer fingerprints are being written to, and the position in it. */
   private chunk: Buffer = Buffer.alloc(0);
   private chunkPos = 0;
+  /** The file table as encoded: path i is string i. */
+  fileColumns: FileColumns;
+
+  private readonly table: FileHashes;
 
   constructor(state: SavedState) {
     // About 40 bytes per step with a fingerprint: growing the buffer would copy it.
     this.tokens = new VarintWriter(40 * state.steps.length);
+    this.table = state.files;
+    this.fileColumns = state.files.snapshot();
   }
 
+  /**
+   * The string index of `s`. A file path is found through the table's own map (its slot is its
+   * index): a second map of 200,000 paths, built at every save, was a large part of saving.
+   */
   id(s: string): number {
     let i = this.index.get(s);
-    if (i === undefined) {
-      if (typeof s !== "string") invalid(`expected a string, got ${typeof s}`);
-      i = this.strings.length;
-      this.strings.push(s);
-      this.index.set(s, i);
-    }
+    if (i !== undefined) return i;
+    const slot = this.table.slotIn(this.fileColumns, s);
+    if (slot >= 0) return slot;
+    if (typeof s !== "string") invalid(`expected a string, got ${typeof s}`);
+    i = this.fileColumns.count + this.extra.length;
+    this.extra.push(s);
+    this.index.set(s, i);
     return i;
   }
 
@@ -199,43 +217,35 @@ class Encoder {
     for (let i = 0; i < items.length; i++) t.uint(this.id(items[i]!));
   }
 
-  /** The file table: stats and digests go to `raw`; returns its columns of paths, modes, digest lengths. */
-  files(files: Map<string, FileHash>): Buffer[] {
-    if (this.strings.length !== 0) throw new Error("internal error: the file table is encoded first");
-    const n = files.size;
-    const paths = Buffer.allocUnsafe(4 * n);
-    const modes = Buffer.allocUnsafe(4 * n);
-    const lens = Buffer.allocUnsafe(4 * n);
-    const stats = Buffer.allocUnsafe(STAT_BYTES * n);
+  /**
+   * The file table: stats and digests go to `raw`; returns its columns of paths, modes, digest
+   * lengths. The table's own columns are written as they are (views, no copies) where the file
+   * has the same layout.
+   */
+  files(): Buffer[] {
+    const c = this.fileColumns;
+    const n = c.count;
+    for (let k = 0; k < c.stats.length; k++) {
+      if (!Number.isFinite(c.stats[k]!)) invalid(`file ${c.paths[Math.floor(k / 3)]}: size, mtimeMs and ino must be finite numbers`);
+    }
+    let digests: Buffer;
     let digestBytes = 0;
-    let i = 0;
-    for (const [path, h] of files) {
-      if (h.mode >>> 0 !== h.mode) invalid(`file ${path}: mode ${h.mode} is not a 32-bit unsigned integer`);
-      if (!Number.isFinite(h.size) || !Number.isFinite(h.mtimeMs) || !Number.isFinite(h.ino)) {
-        invalid(`file ${path}: size, mtimeMs and ino must be finite numbers`);
+    for (let i = 0; i < n; i++) digestBytes += c.lens[i]!;
+    if (digestBytes === DIGEST_SLOT * n) digests = bytesOf(c.digests);
+    else {
+      // Some are directory markers: the file stores each digest at its own length.
+      digests = Buffer.allocUnsafeSlow(digestBytes);
+      let at = 0;
+      for (let i = 0; i < n; i++) {
+        const len = c.lens[i]!;
+        digests.set(c.digests.subarray(DIGEST_SLOT * i, DIGEST_SLOT * i + len), at);
+        at += len;
       }
-      if (!(h.digest instanceof Uint8Array)) invalid(`file ${path}: digest must be a Uint8Array`);
-      if (typeof path !== "string") invalid(`file path: expected a string, got ${typeof path}`);
-      // Map keys are distinct and come first (see encodeParts): the i-th path is string i.
-      this.strings.push(path);
-      this.index.set(path, i);
-      paths.writeUInt32LE(i, 4 * i);
-      modes.writeUInt32LE(h.mode, 4 * i);
-      lens.writeUInt32LE(h.digest.length, 4 * i);
-      stats.writeDoubleLE(h.size, STAT_BYTES * i);
-      stats.writeDoubleLE(h.mtimeMs, STAT_BYTES * i + 8);
-      stats.writeDoubleLE(h.ino, STAT_BYTES * i + 16);
-      digestBytes += h.digest.length;
-      i++;
     }
-    const digests = Buffer.allocUnsafeSlow(digestBytes);
-    let at = 0;
-    for (const h of files.values()) {
-      digests.set(h.digest, at);
-      at += h.digest.length;
-    }
-    this.raw.push(stats, digests);
-    return [paths, modes, lens];
+    const paths = new Uint32Array(n);
+    for (let i = 0; i < n; i++) paths[i] = i;
+    this.raw.push(littleEndian(c.stats), digests);
+    return [littleEndian(paths), littleEndian(c.modes), littleEndian(new Uint32Array(c.lens))];
   }
 
   /**
@@ -347,6 +357,30 @@ function localIndex(s: SavedStep, path: string): number {
   return -1;
 }
 
+/** The bytes of a typed array, without a copy. */
+function bytesOf(a: ArrayBufferView): Buffer {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+}
+
+const IS_LITTLE_ENDIAN = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
+
+/** The bytes of a typed array of numbers in little-endian order (the file's), without a copy where possible. */
+function littleEndian(a: Uint32Array | Float64Array): Buffer {
+  if (IS_LITTLE_ENDIAN) return bytesOf(a);
+  const b = Buffer.allocUnsafe(a.byteLength);
+  if (a instanceof Uint32Array) for (let i = 0; i < a.length; i++) b.writeUInt32LE(a[i]!, 4 * i);
+  else for (let i = 0; i < a.length; i++) b.writeDoubleLE(a[i]!, 8 * i);
+  return b;
+}
+
+/** Copy little-endian numbers from the file into an aligned typed array. */
+function fromLittleEndian<T extends Uint32Array | Float64Array>(into: T, bytes: Buffer): T {
+  if (IS_LITTLE_ENDIAN) bytesOf(into).set(bytes.subarray(0, into.byteLength));
+  else if (into instanceof Uint32Array) for (let i = 0; i < into.length; i++) into[i] = bytes.readUInt32LE(4 * i);
+  else for (let i = 0; i < into.length; i++) into[i] = bytes.readDoubleLE(8 * i);
+  return into;
+}
+
 /** The msgpack header of an array of `n` elements (always the 32-bit form). */
 function arrayHeader(n: number): Buffer {
   const b = Buffer.allocUnsafe(5);
@@ -424,7 +458,7 @@ function* encodeParts(state: SavedState, generation?: string): Generator<Buffer,
   // The map framing is written here so that `raw` never has to be copied through msgpackr: a
   // fixmap header (at most 15 entries), then each key and value, then the key "raw" and a bin32
   // header whose body is `raw` itself.
-  const fieldCount = 9 + (generation === undefined ? 0 : 1);
+  const fieldCount = 10 + (generation === undefined ? 0 : 1);
   yield Buffer.concat([
     Buffer.of(0x80 | fieldCount),
     packr.pack("format"),
@@ -436,8 +470,11 @@ function* encodeParts(state: SavedState, generation?: string): Generator<Buffer,
     packr.pack("fileCount"),
     packr.pack(state.files.size),
   ]);
-  // The file table first: its paths then take the first string indices in order.
-  const columns = enc.files(state.files);
+  // The file table first: its paths are the first strings, in order, and go to xz first, so
+  // that it compresses them while the steps are encoded.
+  const columns = enc.files();
+  yield Buffer.concat([packr.pack("strings"), arrayHeader(enc.fileColumns.count)]);
+  yield packStrings(enc.fileColumns.paths);
   yield Buffer.concat([packr.pack("commands"), arrayHeader(n)]);
   for (let from = 0; from < n; from += STEPS_PER_PART) {
     const to = Math.min(n, from + STEPS_PER_PART);
@@ -445,8 +482,9 @@ function* encodeParts(state: SavedState, generation?: string): Generator<Buffer,
     yield packStrings(enc.commands, from, to);
   }
   yield Buffer.concat([packr.pack("poolSizes"), packr.pack(enc.poolSizes)]);
-  yield Buffer.concat([packr.pack("strings"), arrayHeader(enc.strings.length)]);
-  yield packStrings(enc.strings);
+  // The other strings, known only now: few, as nearly all are paths of files.
+  yield Buffer.concat([packr.pack("moreStrings"), arrayHeader(enc.extra.length)]);
+  yield packStrings(enc.extra);
   if (generation !== undefined) yield Buffer.concat([packr.pack("generation"), packr.pack(generation)]);
   const tokens = enc.tokens.buf.subarray(0, enc.tokens.pos);
   const raw = [...enc.fingerprintsDone(), ...columns, tokens];
@@ -855,37 +893,56 @@ class Reader extends VarintReader {
     return v;
   }
 
-  files(x: unknown): Map<string, FileHash> {
+  files(x: unknown): FileHashes {
     this.atField = "files";
     const cols = asArray(x, "files");
     if (cols.length !== FILE_COLUMNS) this.fail(`expected ${FILE_COLUMNS} columns`);
     const count = cols[0];
     if (!isCount(count)) this.fail("bad count");
-    const [paths, modes, lens] = cols.slice(1).map((c, i) => {
+    const [pathColumn, modeColumn, lenColumn] = cols.slice(1).map((c, i) => {
       const b = asBytes(c, `files column ${i + 1}`);
       if (b.length !== 4 * count) this.fail(`column ${i + 1} has ${b.length} bytes for ${count} files`);
       return b;
     }) as [Buffer, Buffer, Buffer];
-    const stats = this.raw;
-    if (STAT_BYTES * count > stats.length) this.fail("file data ends early");
+    const raw = this.raw;
+    if (STAT_BYTES * count > raw.length) this.fail("file data ends early");
+    const stats = fromLittleEndian(new Float64Array(3 * count), raw);
+    for (let k = 0; k < stats.length; k++) if (!Number.isFinite(stats[k]!)) this.fail("non-finite size, mtime or inode");
     this.rawPos = STAT_BYTES * count;
-    const map = new Map<string, FileHash>();
     const n = this.strings.length;
+    const paths = new Array<string>(count);
+    const pathIndex = fromLittleEndian(new Uint32Array(count), pathColumn);
     for (let i = 0; i < count; i++) {
-      const p = paths.readUInt32LE(4 * i);
+      const p = pathIndex[i]!;
       if (p >= n) this.fail(`string index ${p} out of range`);
-      const size = stats.readDoubleLE(STAT_BYTES * i);
-      const mtimeMs = stats.readDoubleLE(STAT_BYTES * i + 8);
-      const ino = stats.readDoubleLE(STAT_BYTES * i + 16);
-      if (!Number.isFinite(size) || !Number.isFinite(mtimeMs) || !Number.isFinite(ino)) {
-        this.fail("non-finite size, mtime or inode");
-      }
-      const len = lens.readUInt32LE(4 * i);
-      const digest = sharedDirDigest(this.bytes(len));
-      map.set(this.strings[p]!, { digest, mode: modes.readUInt32LE(4 * i), size, mtimeMs, ino });
+      paths[i] = this.strings[p]!;
     }
-    if (map.size !== count) this.fail("the same path appears more than once");
-    return map;
+    const lens32 = fromLittleEndian(new Uint32Array(count), lenColumn);
+    const lens = new Uint8Array(count);
+    let digestBytes = 0;
+    for (let i = 0; i < count; i++) {
+      const len = lens32[i]!;
+      if (len > DIGEST_SLOT) this.fail(`a digest of ${len} bytes (at most ${DIGEST_SLOT})`);
+      lens[i] = len;
+      digestBytes += len;
+    }
+    if (this.rawPos + digestBytes > raw.length) this.fail("digest data ends early");
+    const digests = new Uint8Array(DIGEST_SLOT * count);
+    const from = raw.subarray(this.rawPos, this.rawPos + digestBytes);
+    if (digestBytes === DIGEST_SLOT * count) digests.set(from);
+    else {
+      let at = 0;
+      for (let i = 0; i < count; i++) {
+        digests.set(from.subarray(at, at + lens[i]!), DIGEST_SLOT * i);
+        at += lens[i]!;
+      }
+    }
+    this.rawPos += digestBytes;
+    try {
+      return FileHashes.fromColumns({ count, paths, modes: fromLittleEndian(new Uint32Array(count), modeColumn), stats, lens, digests });
+    } catch {
+      this.fail("the same path appears more than once");
+    }
   }
 
   step(i: number, nSteps: number): SavedStep {
@@ -1001,10 +1058,11 @@ function decodeDocument(packed: Buffer, rawBytes?: Buffer): { state: SavedState;
   const t = top as Record<string, unknown>;
   if (t["format"] !== FORMAT) corrupt("not a tsup workflow file (no format marker)");
   const version = t["version"];
-  if (version !== VERSION && version !== 1) {
-    corrupt(`unsupported format version ${JSON.stringify(version)} (this tsup reads versions 1 and ${VERSION})`);
+  if (version !== VERSION && version !== 2 && version !== 1) {
+    corrupt(`unsupported format version ${JSON.stringify(version)} (this tsup reads versions 1 to ${VERSION})`);
   }
-  const strings = asStrings(t["strings"], "strings");
+  let strings = asStrings(t["strings"], "strings");
+  if (version === 3) strings = strings.concat(asStrings(t["moreStrings"], "moreStrings"));
   const stepCount = t["stepCount"];
   if (!isCount(stepCount)) corrupt("stepCount: expected a count");
   const commands = asStrings(t["commands"], "commands");

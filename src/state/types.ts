@@ -1,4 +1,5 @@
 import type { StepDefinition } from "../workflow/definition.js";
+import type { FileHashes } from "./filehashes.js";
 
 // What tsup remembers between runs. The in-memory shape lives here; `store.ts` owns its encoding
 // in `.stepup/workflow.mpk.xz`.
@@ -27,8 +28,8 @@ export function sharedDirDigest(digest: Uint8Array): Uint8Array {
   return digest.length === DIR_DIGEST.length && digest[0] === DIR_DIGEST[0] ? DIR_DIGEST : digest;
 }
 
-// Digests kept for the whole session (file table, fingerprints) are views into a few large
-// buffers. A Uint8Array with its own ArrayBuffer costs about 250 bytes beyond its 8 or 32 bytes of
+// Digests kept for the whole session (those of fingerprints; the file table has columns of its
+// own, filehashes.ts) are views into a few large buffers. A Uint8Array with its own ArrayBuffer costs about 250 bytes beyond its 8 or 32 bytes of
 // data (the buffer object, its backing store and their bookkeeping), and a digest that is a view
 // into a larger buffer (a decoded message, say) keeps all of it alive: at 100,000 steps either
 // adds well over 100 MB.
@@ -58,16 +59,6 @@ export function keptBytes(bytes: Uint8Array): Uint8Array {
   out.set(bytes);
   slabUsed += n;
   return out;
-}
-
-/** `hash` itself when it is cheap to keep, else a copy whose digest is in a slab. */
-export function keptHash(hash: FileHash): FileHash {
-  const digest = sharedDirDigest(hash.digest);
-  if (digest === DIR_DIGEST || compactBuffers.has(digest.buffer)) {
-    return digest === hash.digest ? hash : { digest, mode: hash.mode, size: hash.size, mtimeMs: hash.mtimeMs, ino: hash.ino };
-  }
-  // A fresh literal also drops the out-of-object property storage of deserialized objects.
-  return { digest: keptBytes(digest), mode: hash.mode, size: hash.size, mtimeMs: hash.mtimeMs, ino: hash.ino };
 }
 
 /** Move the digests of a fingerprint that was just computed into slabs (in place). */
@@ -137,11 +128,7 @@ export interface SavedStep extends StepDefinition {
 
 export interface SavedState {
   /** Last known hash of every file tsup has hashed (inputs and outputs), by root-relative path. */
-  files: Map<string, FileHash>;
+  files: FileHashes;
   /** Steps in definition order: a creator always comes before the steps it defined. */
   steps: SavedStep[];
-}
-
-export function emptyState(): SavedState {
-  return { files: new Map(), steps: [] };
 }

@@ -17,6 +17,7 @@ import {
   readJournal,
   type JournalEntry,
 } from "../../src/state/journal.js";
+import { FileHashes } from "../../src/state/filehashes.js";
 import { loadState, saveState, STATE_FILE } from "../../src/state/store.js";
 import type { FileHash, Fingerprint, SavedState, SavedStep } from "../../src/state/types.js";
 import type { StepDefinition } from "../../src/workflow/definition.js";
@@ -128,7 +129,7 @@ function fullEntry(): JournalEntry {
 /** Byte arrays compare by content (a view, a copy or a Buffer alike); maps as entry lists. */
 function plain(x: unknown): unknown {
   if (x instanceof Uint8Array) return `bytes:${Buffer.from(x.buffer, x.byteOffset, x.byteLength).toString("hex")}`;
-  if (x instanceof Map) return [...x].map(plain);
+  if (x instanceof Map || x instanceof FileHashes) return [...x].map(plain);
   if (Array.isArray(x)) return x.map(plain);
   if (x !== null && typeof x === "object") {
     return Object.fromEntries(Object.entries(x).map(([k, v]) => [k, plain(v)]));
@@ -295,7 +296,7 @@ describe("journal format", () => {
 
 describe("applying a journal", () => {
   const base = (): SavedState => ({
-    files: new Map([["in.txt", fileHash(1)]]),
+    files: FileHashes.from([["in.txt", fileHash(1)]]),
     steps: [
       rec("./plan.ts", -1),
       rec("cp a b", 0),
@@ -364,20 +365,20 @@ describe("applying a journal", () => {
       entry("sub", "./plan.ts", { children: [def("g1"), def("g2")] }),
       entry("./plan.ts", null, { children: [def("c1"), def("sub"), def("c2")] }),
     ];
-    const out = applyJournal({ files: new Map(), steps: [] }, journal);
+    const out = applyJournal({ files: new FileHashes(), steps: [] }, journal);
     assert.deepEqual(keys(out), ["./plan.ts<root", "c1<./plan.ts", "sub<./plan.ts", "g1<sub", "g2<sub nofp", "c2<./plan.ts nofp"]);
     // Killed before the boot plan finished: its children are orphans that still skip when defined.
-    const partial = applyJournal({ files: new Map(), steps: [] }, journal.slice(0, 2));
+    const partial = applyJournal({ files: new FileHashes(), steps: [] }, journal.slice(0, 2));
     assert.deepEqual(keys(partial), ["c1<orphan", "g1<orphan"]);
   });
 
   test("plans that swapped roles: no cycle of creators survives", () => {
-    const s: SavedState = { files: new Map(), steps: [rec("./plan.ts", -1), rec("x", 0), rec("y", 1)] };
+    const s: SavedState = { files: new FileHashes(), steps: [rec("./plan.ts", -1), rec("x", 0), rec("y", 1)] };
     // Now y defines x, and y's own entry never came: y claimed x as its creator, but x's entry
     // says x defines nothing, so y becomes an orphan.
     assert.deepEqual(keys(applyJournal(s, [entry("x", "y")])), ["./plan.ts<root nofp", "y<orphan nofp", "x<y"]);
     // A longer cycle: c now defines a, which defined b, which defined c.
-    const s3: SavedState = { files: new Map(), steps: [rec("./plan.ts", -1), rec("a", 0), rec("b", 1), rec("c", 2)] };
+    const s3: SavedState = { files: new FileHashes(), steps: [rec("./plan.ts", -1), rec("a", 0), rec("b", 1), rec("c", 2)] };
     const out = applyJournal(s3, [entry("c", "b", { children: [def("a")] })]);
     assert.deepEqual(keys(out), ["./plan.ts<root nofp", "a<orphan nofp", "b<orphan nofp", "c<orphan nofp"]);
   });
@@ -441,7 +442,7 @@ describe("openState", () => {
     const events: TsupEvent[] = [];
     return { events, emit: (e) => events.push(e) };
   }
-  const state = (): SavedState => ({ files: new Map(), steps: [rec("./plan.ts", -1), rec("cp a b", 0, { fingerprint: null })] });
+  const state = (): SavedState => ({ files: new FileHashes(), steps: [rec("./plan.ts", -1), rec("cp a b", 0, { fingerprint: null })] });
 
   test("a journal of the state file is folded in and the state is saved as a new generation", async () => {
     const dir = tempStepup();
@@ -595,7 +596,7 @@ describe("cost", () => {
     const read = readJournal(file);
     const readMs = performance.now() - t;
     t = performance.now();
-    const out = applyJournal({ files: new Map(), steps: [rec("./plan.ts", -1)] }, read.entries);
+    const out = applyJournal({ files: new FileHashes(), steps: [rec("./plan.ts", -1)] }, read.entries);
     const applyMs = performance.now() - t;
     assert.equal(read.entries.length, n);
     assert.equal(out.steps.length, n + 1);

@@ -7,6 +7,7 @@ import { after, describe, test } from "node:test";
 import { Packr, Unpackr } from "msgpackr";
 import { computeFingerprint } from "../../src/state/fingerprint.js";
 import { decodeState, encodeFile, encodeState, loadState, saveState, STATE_FILE } from "../../src/state/store.js";
+import { emptyState, FileHashes } from "../../src/state/filehashes.js";
 import { DIR_DIGEST, type FileHash, type SavedState, type SavedStep } from "../../src/state/types.js";
 
 const lzma = createRequire(import.meta.url)("lzma-native") as {
@@ -36,7 +37,7 @@ function digest(seed: number): Uint8Array {
   return d;
 }
 
-/** The parts of a version 2 document's `raw` (see encodeParts in store.ts). */
+/** The parts of a version 2 or 3 document's `raw` (see encodeParts in store.ts). */
 function split(top: Record<string, unknown>): {
   top: Record<string, unknown>;
   fileCount: number;
@@ -83,9 +84,14 @@ function step(overrides: Partial<SavedStep>): SavedStep {
   };
 }
 
+/** A state as plain data to compare: the file table as its list of entries. */
+function data(state: SavedState): { files: Array<[string, FileHash]>; steps: SavedStep[] } {
+  return { files: [...state.files], steps: state.steps };
+}
+
 /** A state that uses every field, odd values included. */
 function variedState(): SavedState {
-  const files = new Map<string, FileHash>([
+  const files = FileHashes.from([
     ["plan.ts", { digest: digest(1), mode: 0o100644, size: 120, mtimeMs: 1_700_000_000_123.456789, ino: 123456 }],
     ["./", { digest: DIR_DIGEST, mode: 0, size: 0, mtimeMs: 0, ino: 0 }],
     ["sub/", { digest: Uint8Array.of(0x64), mode: 0, size: 0, mtimeMs: 0, ino: 0 }],
@@ -164,7 +170,7 @@ describe("state store round trip", () => {
     const result = await loadState(tempStepup());
     assert.equal(result.loaded, false);
     assert.equal(result.warning, undefined);
-    assert.deepEqual(result.state, { files: new Map(), steps: [] });
+    assert.deepEqual(data(result.state), data(emptyState()));
   });
 
   test("every field survives save and load exactly", async () => {
@@ -174,7 +180,7 @@ describe("state store round trip", () => {
     const result = await loadState(dir);
     assert.equal(result.warning, undefined);
     assert.equal(result.loaded, true);
-    assert.deepEqual(result.state, state);
+    assert.deepEqual(data(result.state), data(state));
     assert.deepEqual([...result.state.files.keys()], [...state.files.keys()], "files keep their order");
     // null and missing stay distinct, and digests are plain Uint8Arrays.
     const s1 = result.state.steps[1]!;
@@ -195,11 +201,11 @@ describe("state store round trip", () => {
     const steps = lengths.map((n, i) =>
       step({ command: `${i}:` + "ζ".repeat(n % 3) + "c".repeat(n), creator: -1, inp: [`in/${"é".repeat(n % 5)}${"p".repeat(n)}`] }),
     );
-    const state: SavedState = { files: new Map(), steps };
+    const state: SavedState = { files: new FileHashes(), steps };
     await saveState(dir, state);
     const result = await loadState(dir);
     assert.equal(result.warning, undefined);
-    assert.deepEqual(result.state, state);
+    assert.deepEqual(data(result.state), data(state));
   });
 
   test("a file compressed as one ordinary xz stream loads too", async () => {
@@ -209,15 +215,15 @@ describe("state store round trip", () => {
     await writeXz(dir, encodeState(state));
     const result = await loadState(dir);
     assert.equal(result.warning, undefined);
-    assert.deepEqual(result.state, state);
+    assert.deepEqual(data(result.state), data(state));
   });
 
   test("an empty state round-trips", async () => {
     const dir = tempStepup();
-    await saveState(dir, { files: new Map(), steps: [] });
+    await saveState(dir, { files: new FileHashes(), steps: [] });
     const result = await loadState(dir);
     assert.equal(result.loaded, true);
-    assert.deepEqual(result.state, { files: new Map(), steps: [] });
+    assert.deepEqual(data(result.state), data(emptyState()));
   });
 
   test("the file is xz holding one msgpack map with format marker and version", async () => {
@@ -226,7 +232,9 @@ describe("state store round trip", () => {
     const packed = await lzma.decompress(readFileSync(join(dir, STATE_FILE)), { flags: lzma.CONCATENATED });
     const top = new Unpackr({ useRecords: false }).unpack(packed) as Record<string, unknown>;
     assert.equal(top["format"], "tsup-workflow");
-    assert.equal(top["version"], 2);
+    assert.equal(top["version"], 3);
+    // The file table's paths, in its order, are the first strings.
+    assert.deepEqual(top["strings"], [...variedState().files.keys()]);
     // Compared as bytes: msgpackr hangs a `dataView` property on buffers it has read.
     assert.equal(Buffer.compare(packed, encodeState(variedState())), 0);
   });
@@ -257,8 +265,8 @@ describe("state store round trip", () => {
     bad.steps[2]!.creator = 17;
     await assert.rejects(saveState(dir, bad), /creator 17/);
     const nanMtime = variedState();
-    nanMtime.files.get("plan.ts")!.mtimeMs = Number.NaN;
-    await assert.rejects(saveState(dir, nanMtime), /finite/);
+    assert.throws(() => nanMtime.files.set("plan.ts", { ...nanMtime.files.get("plan.ts")!, mtimeMs: Number.NaN }), /finite/);
+    assert.throws(() => nanMtime.files.set("plan.ts", { ...nanMtime.files.get("plan.ts")!, mode: -1 }), /mode/);
     assert.deepEqual(readFileSync(join(dir, STATE_FILE)), before);
     assert.deepEqual(readdirSync(dir), [STATE_FILE]);
   });
@@ -329,8 +337,8 @@ describe("state store rejects bad files", () => {
     await expectRejected(dir, /not a tsup workflow file/);
     await writeXz(dir, packr.pack([1, 2, 3]));
     await expectRejected(dir, /not a tsup workflow file/);
-    await writeXz(dir, packr.pack({ format: "tsup-workflow", version: 3 }));
-    await expectRejected(dir, /unsupported format version 3 \(this tsup reads versions 1 and 2\)/);
+    await writeXz(dir, packr.pack({ format: "tsup-workflow", version: 4 }));
+    await expectRejected(dir, /unsupported format version 4 \(this tsup reads versions 1 to 3\)/);
   });
 
   test("version 1 files (file table and steps as msgpack binaries) are still read", async () => {
@@ -342,13 +350,25 @@ describe("state store rejects bad files", () => {
     assert.equal((new Unpackr({ useRecords: false }).unpack(packed) as Record<string, unknown>)["version"], 1);
     const result = await loadState(dir);
     assert.equal(result.warning, undefined);
-    assert.deepEqual(result.state, variedState());
+    assert.deepEqual(data(result.state), data(variedState()));
+  });
+
+  test("version 2 files (all strings in one field, written last) are still read", async () => {
+    // test/fixtures/state-v2 holds variedState() as saved by tsup before version 3.
+    const dir = tempStepup();
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, STATE_FILE), readFileSync(new URL("../fixtures/state-v2/workflow.mpk.xz", import.meta.url)));
+    const packed = await lzma.decompress(readFileSync(join(dir, STATE_FILE)), { flags: lzma.CONCATENATED });
+    assert.equal((new Unpackr({ useRecords: false }).unpack(packed) as Record<string, unknown>)["version"], 2);
+    const result = await loadState(dir);
+    assert.equal(result.warning, undefined);
+    assert.deepEqual(data(result.state), data(variedState()));
   });
 
   test("fingerprint paths refer to the step's own paths or to the string table", () => {
     const h = bytes(1, 2, 3, 4, 5, 6, 7, 8);
     const state: SavedState = {
-      files: new Map(),
+      files: new FileHashes(),
       steps: [
         step({
           creator: -1,
@@ -359,12 +379,14 @@ describe("state store rejects bad files", () => {
       ],
     };
     const top = new Unpackr({ useRecords: false }).unpack(encodeState(state)) as Record<string, unknown>;
-    assert.deepEqual(top["strings"], ["./", "a", "b", "c"]);
+    // No file table: every string is one of the rest.
+    assert.deepEqual(top["strings"], []);
+    assert.deepEqual(top["moreStrings"], ["./", "a", "b", "c"]);
     const { tokens } = split(top);
     // workdir, creator + 1, flags, inp, out, vol, env, pool, statics, pools, globs, amended, then
     // the fingerprint: inputs ./ (own path 0), a (own path 1), c (string 3), no env, output b (own path 2).
     assert.deepEqual([...tokens], [0, 0, 0, 1, 1, 1, 2, 0, 0, 0, 0, 0, 0, 0, 1, 3, 0, 2, 7, 0, 1, 4]);
-    assert.deepEqual(decodeState(encodeState(state)), state);
+    assert.deepEqual(data(decodeState(encodeState(state))), data(state));
 
     const bad = Buffer.from(encodeState(state));
     bad[bad.length - 1] = 6; // own path 3: the step has only three
@@ -376,7 +398,7 @@ describe("state store rejects bad files", () => {
     const top = new Unpackr({ useRecords: false }).unpack(encodeState(variedState())) as Record<string, unknown>;
     const v2 = split(top);
     const packr = new Packr({ useRecords: false });
-    const nStrings = (top["strings"] as string[]).length;
+    const nStrings = (top["strings"] as string[]).length + (top["moreStrings"] as string[]).length;
     for (const bad of [100_000, nStrings]) {
       const paths = Buffer.from(v2.paths);
       paths.writeUInt32LE(bad, 0);
@@ -385,8 +407,8 @@ describe("state store rejects bad files", () => {
     }
 
     // Dropping the last strings leaves some step referring past the end of the table.
-    const strings = top["strings"] as string[];
-    await writeXz(dir, packr.pack({ ...top, strings: strings.slice(0, strings.length - 3) }));
+    const strings = top["moreStrings"] as string[];
+    await writeXz(dir, packr.pack({ ...top, moreStrings: strings.slice(0, strings.length - 3) }));
     await expectRejected(dir, /steps\[\d+\][.\w[\]]*: string index \d+ out of range/);
   });
 
@@ -407,6 +429,7 @@ describe("state store rejects bad files", () => {
       ["file count", { ...good, fileCount: "3" }, /fileCount: expected a count/],
       ["pool sizes", { ...good, poolSizes: [2, "x"] }, /pool size x is not a number/],
       ["missing strings", { ...good, strings: undefined }, /strings: expected an array/],
+      ["missing moreStrings", { ...good, moreStrings: undefined }, /moreStrings: expected an array/],
       ["v1 file column", { ...good, version: 1, steps: g.tokens, raw: g.digests, files: [1, Buffer.alloc(4), Buffer.alloc(4)] }, /files: expected 4 columns/],
     ];
     for (const [name, doc, why] of cases) {
@@ -420,7 +443,7 @@ describe("state store rejects bad files", () => {
 
   test("decodeState accepts exactly what encodeState produced", () => {
     const state = variedState();
-    assert.deepEqual(decodeState(encodeState(state)), state);
+    assert.deepEqual(data(decodeState(encodeState(state))), data(state));
   });
 
   test("two bad files in the same second are both kept", async () => {
@@ -442,7 +465,7 @@ describe("state store rejects bad files", () => {
 describe("state store at scale", { skip: process.env["TSUP_BENCH"] !== "1" }, () => {
   test("100,000 steps save and load", async () => {
     const n = 100_000;
-    const files = new Map<string, FileHash>();
+    const files = new FileHashes();
     const steps: SavedStep[] = [step({ command: "./plan.ts", creator: -1, inp: ["plan.ts"] })];
     for (let i = 1; i < n; i++) {
       const inp = `data/d${i % 100}/in_${i}.txt`;

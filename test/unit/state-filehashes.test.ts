@@ -1,0 +1,132 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { FileHashes } from "../../src/state/filehashes.js";
+import { DIR_DIGEST, type FileHash } from "../../src/state/types.js";
+
+function hash(seed: number, extra: Partial<FileHash> = {}): FileHash {
+  const digest = new Uint8Array(32);
+  for (let i = 0; i < 32; i++) digest[i] = (seed * 31 + i) & 0xff;
+  return { digest, mode: 0o100644, size: seed, mtimeMs: 1.7e12 + seed + 0.25, ino: 1000 + seed, ...extra };
+}
+
+function hex(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("hex");
+}
+
+describe("file hash table", () => {
+  test("gives back what was set, in the order it was set", () => {
+    const t = new FileHashes(2);
+    for (let i = 0; i < 100; i++) t.set(`f${i}`, hash(i));
+    assert.equal(t.size, 100);
+    assert.deepEqual(t.get("f57"), hash(57));
+    assert.equal(t.get("nope"), undefined);
+    assert.deepEqual([...t.keys()].slice(0, 3), ["f0", "f1", "f2"]);
+    assert.ok(t.holds("f3", hash(3)));
+    assert.ok(!t.holds("f3", hash(4)));
+    assert.ok(!t.holds("f3", { ...hash(3), mtimeMs: 0 }));
+  });
+
+  test("directories share the marker; short and empty digests keep their length", () => {
+    const t = FileHashes.from([
+      ["d/", { digest: Uint8Array.of(0x64), mode: 0, size: 0, mtimeMs: 0, ino: 0 }],
+      ["odd", { ...hash(1), digest: Uint8Array.of(1, 2, 3) }],
+      ["empty", { ...hash(2), digest: new Uint8Array(0) }],
+    ]);
+    assert.equal(t.get("d/")!.digest, DIR_DIGEST);
+    assert.equal(hex(t.get("odd")!.digest), "010203");
+    assert.equal(t.get("empty")!.digest.length, 0);
+    assert.throws(() => t.set("long", { ...hash(3), digest: new Uint8Array(33) }), /at most 32 bytes/);
+  });
+
+  test("a digest handed out never changes, whatever happens to the table later", () => {
+    const t = new FileHashes(4);
+    t.set("a", hash(1));
+    const before = t.get("a")!;
+    const bytes = hex(before.digest);
+    t.set("a", hash(2));
+    for (let i = 0; i < 5000; i++) t.set(`x${i}`, hash(i)); // grows the columns
+    for (let i = 0; i < 5000; i++) t.delete(`x${i}`);
+    for (let i = 0; i < 3000; i++) t.set("a", hash(i)); // holes, then compaction
+    assert.equal(hex(before.digest), bytes);
+    assert.deepEqual(t.get("a"), hash(2999));
+    assert.equal(t.size, 1);
+  });
+
+  test("setting the same values again changes nothing; delete removes", () => {
+    const t = new FileHashes();
+    t.set("a", hash(1));
+    t.set("b", hash(2));
+    const snap = t.snapshot();
+    t.set("a", hash(1));
+    assert.equal(t.slotIn(snap, "a"), 0, "no new slot for an unchanged hash");
+    assert.equal(t.delete("a"), true);
+    assert.equal(t.delete("a"), false);
+    assert.equal(t.has("a"), false);
+    assert.deepEqual([...t], [["b", hash(2)]]);
+  });
+
+  test("a snapshot has no holes and does not change with the table", () => {
+    const t = new FileHashes();
+    for (let i = 0; i < 10; i++) t.set(`f${i}`, hash(i));
+    t.delete("f3");
+    t.set("f5", hash(50));
+    const snap = t.snapshot();
+    assert.equal(snap.count, 9);
+    assert.deepEqual(snap.paths, ["f0", "f1", "f2", "f4", "f6", "f7", "f8", "f9", "f5"]);
+    assert.equal(snap.stats[3 * 8], 50, "size of f5 as set last");
+    const digests = hex(snap.digests);
+    // Later changes of every kind.
+    t.set("f0", hash(100));
+    t.delete("f1");
+    t.set("new", hash(7));
+    assert.equal(t.slotIn(snap, "f4"), 3, "f4 is still where the snapshot has it");
+    for (let i = 0; i < 3000; i++) t.set("f2", hash(i));
+    assert.equal(hex(snap.digests), digests);
+    assert.deepEqual(snap.paths, ["f0", "f1", "f2", "f4", "f6", "f7", "f8", "f9", "f5"]);
+    // Only paths still in their snapshot slot are found there (compacting moved them all).
+    assert.equal(t.slotIn(snap, "f4"), -1, "f4 moved when the table was compacted");
+    assert.equal(t.slotIn(snap, "f0"), -1, "f0 moved to a new slot");
+    assert.equal(t.slotIn(snap, "f1"), -1, "f1 was deleted");
+    assert.equal(t.slotIn(snap, "new"), -1, "new came after the snapshot");
+  });
+
+  test("selected() is the table itself when every path is chosen, else a copy of the chosen", () => {
+    const t = new FileHashes();
+    for (let i = 0; i < 6; i++) t.set(`f${i}`, hash(i));
+    const all = t.selection();
+    for (let i = 5; i >= 0; i--) all.add(`f${i}`);
+    all.add("f2");
+    all.add("unknown");
+    assert.equal(all.count, 6);
+    assert.equal(t.selected(all), t);
+    const some = t.selection();
+    some.add("f4");
+    some.add("f1");
+    const copy = t.selected(some);
+    assert.notEqual(copy, t);
+    assert.deepEqual([...copy], [["f1", hash(1)], ["f4", hash(4)]]);
+    copy.set("f1", hash(9));
+    assert.deepEqual(t.get("f1"), hash(1), "the copy is independent");
+  });
+
+  test("clone() is an independent copy without holes", () => {
+    const t = new FileHashes();
+    for (let i = 0; i < 5; i++) t.set(`f${i}`, hash(i));
+    t.delete("f2");
+    const c = t.clone();
+    c.set("f0", hash(70));
+    t.set("f1", hash(71));
+    assert.deepEqual(c.get("f0"), hash(70));
+    assert.deepEqual(c.get("f1"), hash(1));
+    assert.deepEqual(t.get("f0"), hash(0));
+    assert.deepEqual([...c.keys()], ["f1", "f3", "f4", "f0"], "a path whose hash changed comes last");
+    assert.equal(c.snapshot().count, 4);
+  });
+
+  test("values the state file cannot hold are refused when set", () => {
+    const t = new FileHashes();
+    assert.throws(() => t.set("a", hash(1, { mode: 2 ** 32 })), /mode/);
+    assert.throws(() => t.set("a", hash(1, { ino: Number.POSITIVE_INFINITY })), /finite/);
+    assert.equal(t.size, 0);
+  });
+});
