@@ -182,7 +182,6 @@ function keyOf(record: SavedStep): string {
  */
 export function stateToSave(session: Session, complete: boolean): SavedState {
   const steps: SavedStep[] = [];
-  const index = new Map<StepNode, number>();
   // The hashes of the files the saved steps name; usually all the table has, which then is
   // saved as it is.
   const table = session.files.hashes;
@@ -196,8 +195,12 @@ export function stateToSave(session: Session, complete: boolean): SavedState {
     files.add(f.path);
   };
   for (const step of session.graph.steps.values()) {
-    index.set(step, steps.length);
-    const saved = savedStep(step, step.creator ? index.get(step.creator) ?? -1 : -1, session.definedStepsBefore(step));
+    step.visited = stamp;
+    step.visitIndex = steps.length;
+    // Creators come first: a creator not met in this walk would be a bug, saved as the root.
+    const c = step.creator;
+    const creator = c !== null && c.visited === stamp ? c.visitIndex : -1;
+    const saved = savedStep(step, creator, session.definedStepsBefore(step));
     steps.push(saved);
     for (const f of step.requires) relevantNode(f);
     for (const f of step.outputs) relevantNode(f);

@@ -83,7 +83,7 @@ function ownProducts(step: StepNode): Products {
 
 let lastVisitStamp = 0;
 
-/** A new stamp for FileNode.visited, different from every earlier one. */
+/** A new stamp for FileNode.visited and StepNode.visited, different from every earlier one. */
 export function visitStamp(): number {
   return ++lastVisitStamp;
 }
@@ -154,6 +154,13 @@ export class StepNode {
   readonly globs: GlobRecord[] = [];
   /** True when the step was skipped (replayed) in this session rather than executed. */
   replayed = false;
+  /**
+   * Stamp of the last walk over all steps that met this step (see visitStamp), and what that
+   * walk noted about it: the state to save notes the step's position in the list it saves, so
+   * that the steps it defined find it without a map of 100,000 steps.
+   */
+  visited = 0;
+  visitIndex = -1;
 
   constructor(
     readonly key: string,

@@ -58,7 +58,7 @@ describe("file hash table", () => {
     t.set("b", hash(2));
     const snap = t.snapshot();
     t.set("a", hash(1));
-    assert.equal(t.slotIn(snap, "a"), 0, "no new slot for an unchanged hash");
+    assert.equal(t.finderIn(snap).find("a"), 0, "no new slot for an unchanged hash");
     assert.equal(t.delete("a"), true);
     assert.equal(t.delete("a"), false);
     assert.equal(t.has("a"), false);
@@ -79,15 +79,35 @@ describe("file hash table", () => {
     t.set("f0", hash(100));
     t.delete("f1");
     t.set("new", hash(7));
-    assert.equal(t.slotIn(snap, "f4"), 3, "f4 is still where the snapshot has it");
+    assert.equal(t.finderIn(snap).find("f4"), 3, "f4 is still where the snapshot has it");
     for (let i = 0; i < 3000; i++) t.set("f2", hash(i));
     assert.equal(hex(snap.digests), digests);
     assert.deepEqual(snap.paths, ["f0", "f1", "f2", "f4", "f6", "f7", "f8", "f9", "f5"]);
-    // Only paths still in their snapshot slot are found there (compacting moved them all).
-    assert.equal(t.slotIn(snap, "f4"), -1, "f4 moved when the table was compacted");
-    assert.equal(t.slotIn(snap, "f0"), -1, "f0 moved to a new slot");
-    assert.equal(t.slotIn(snap, "f1"), -1, "f1 was deleted");
-    assert.equal(t.slotIn(snap, "new"), -1, "new came after the snapshot");
+    // A path is found at its place in the snapshot, or (when the table has moved it since) not
+    // at all, never elsewhere.
+    const finder = t.finderIn(snap);
+    snap.paths.forEach((p, i) => assert.ok([i, -1].includes(finder.find(p)), p));
+    assert.equal(t.finderIn(snap).find("f0"), 0, "found right where the snapshot has it");
+    assert.equal(t.finderIn(snap).find("f4"), -1, "f4 moved when the table was compacted, and a lookup finds its new slot");
+    assert.equal(t.finderIn(snap).find("new"), -1, "new came after the snapshot");
+  });
+
+  test("the slot finder agrees with the table in any order of asking", () => {
+    const t = new FileHashes();
+    const n = 500;
+    for (let i = 0; i < n; i++) t.set(`in/${i}`, hash(i));
+    for (let i = 0; i < n; i++) t.set(`out/${i}`, hash(n + i));
+    t.set("in/7", hash(9999)); // moved to the end
+    const snap = t.snapshot();
+    const slotOf = new Map(snap.paths.map((p, i) => [p, i]));
+    const asked: string[] = [];
+    // In step order (two interleaved runs of slots), backwards, and in a scrambled order.
+    for (let i = 0; i < n; i++) asked.push(`in/${i}`, `out/${i}`);
+    for (let i = n - 1; i >= 0; i--) asked.push(`out/${i}`);
+    for (let i = 0; i < n; i++) asked.push(`in/${(i * 7919) % n}`);
+    asked.push("missing", "in/", "");
+    const finder = t.finderIn(snap);
+    for (const p of asked) assert.equal(finder.find(p), slotOf.get(p) ?? -1, p);
   });
 
   test("selected() is the table itself when every path is chosen, else a copy of the chosen", () => {
