@@ -132,7 +132,8 @@ export class FileHashes {
       this.pathAt[old] = undefined;
       if (this.used - this.slotOf.size > Math.max(1024, this.slotOf.size)) this.compact();
     }
-    if (this.used === this.modes.length) this.grow(2 * this.modes.length);
+    // At least INITIAL_SLOTS: a table made from columns may have none to spare, or none at all.
+    if (this.used === this.modes.length) this.grow(Math.max(INITIAL_SLOTS, 2 * this.modes.length));
     const slot = this.used++;
     this.modes[slot] = h.mode;
     this.stats[3 * slot] = h.size;
@@ -174,9 +175,7 @@ export class FileHashes {
 
   /** An independent copy without holes. */
   clone(): FileHashes {
-    const t = new FileHashes(0);
-    t.copyFrom(this, null);
-    return t;
+    return this.copyOf(null, this.slotOf.size);
   }
 
   /** Start choosing paths of this table, for selected(), which must follow before the table changes. */
@@ -191,17 +190,27 @@ export class FileHashes {
   selected(sel: FileSelection): FileHashes {
     if (sel.count === this.slotOf.size) return this;
     const chosen = sel.chosen;
-    const t = new FileHashes(0);
-    t.allocate(Math.max(INITIAL_SLOTS, sel.count));
-    const { pathAt, modes, stats, lens, digests, used } = this;
-    t.copySlots({ pathAt, modes, stats, lens, digests, used }, (_path, slot) => chosen[slot] === 1);
-    return t;
+    return this.copyOf((slot) => chosen[slot] === 1, sel.count);
   }
 
-  /** A copy holding only the paths for which `keep` is true. */
-  filter(keep: (path: string) => boolean): FileHashes {
+  /** A new table with the live slots that `keep` accepts (all when null), `count` of them. */
+  private copyOf(keep: ((slot: number) => boolean) | null, count: number): FileHashes {
+    const n = this.used;
+    if (keep === null && n === this.slotOf.size) {
+      // No holes: the columns are copied whole (this is how a journal is applied on loading).
+      return FileHashes.fromColumns({
+        count: n,
+        paths: this.pathAt.slice(0, n) as string[],
+        modes: this.modes.slice(0, n),
+        stats: this.stats.slice(0, 3 * n),
+        lens: this.lens.slice(0, n),
+        digests: this.digests.slice(0, DIGEST_SLOT * n),
+      });
+    }
     const t = new FileHashes(0);
-    t.copyFrom(this, keep);
+    t.allocate(Math.max(INITIAL_SLOTS, count));
+    const { pathAt, modes, stats, lens, digests, used } = this;
+    t.copySlots({ pathAt, modes, stats, lens, digests, used }, keep);
     return t;
   }
 
@@ -266,22 +275,16 @@ export class FileHashes {
     this.digests = new Uint8Array(DIGEST_SLOT * capacity);
   }
 
-  private copyFrom(other: FileHashes, keep: ((path: string) => boolean) | null): void {
-    this.allocate(Math.max(INITIAL_SLOTS, other.slotOf.size));
-    const { pathAt, modes, stats, lens, digests, used } = other;
-    this.copySlots({ pathAt, modes, stats, lens, digests, used }, keep);
-  }
-
   /** Append the live slots of `from` (that `keep` accepts) to this table, which has room for them. */
   private copySlots(
     from: { pathAt: Array<string | undefined>; modes: Uint32Array; stats: Float64Array; lens: Uint8Array; digests: Uint8Array; used: number },
-    keep: ((path: string, slot: number) => boolean) | null,
+    keep: ((slot: number) => boolean) | null,
   ): void {
     let j = this.used;
     for (let i = 0; i < from.used; i++) {
       const p = from.pathAt[i];
-      if (p === undefined || (keep !== null && !keep(p, i))) continue;
-      if (j === this.modes.length) this.grow(2 * this.modes.length);
+      if (p === undefined || (keep !== null && !keep(i))) continue;
+      if (j === this.modes.length) this.grow(Math.max(INITIAL_SLOTS, 2 * this.modes.length));
       this.modes[j] = from.modes[i]!;
       this.stats[3 * j] = from.stats[3 * i]!;
       this.stats[3 * j + 1] = from.stats[3 * i + 1]!;

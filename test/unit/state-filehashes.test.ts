@@ -143,6 +143,21 @@ describe("file hash table", () => {
     assert.equal(c.snapshot().count, 4);
   });
 
+  test("a table from columns, even empty ones, takes new paths", () => {
+    for (const n of [0, 1, 3]) {
+      const source = new FileHashes();
+      for (let i = 0; i < n; i++) source.set(`f${i}`, hash(i));
+      const t = FileHashes.fromColumns(source.snapshot());
+      const copy = t.clone();
+      for (const table of [t, copy]) {
+        for (let i = 0; i < 100; i++) table.set(`g${i}`, hash(100 + i));
+        assert.equal(table.size, n + 100);
+        assert.deepEqual(table.get("g99"), hash(199));
+        if (n > 0) assert.deepEqual(table.get("f0"), hash(0));
+      }
+    }
+  });
+
   test("values the state file cannot hold are refused when set", () => {
     const t = new FileHashes();
     assert.throws(() => t.set("a", hash(1, { mode: 2 ** 32 })), /mode/);
