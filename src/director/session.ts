@@ -21,9 +21,15 @@ import { compilePattern, type CompiledPattern } from "../glob/pattern.js";
 
 /** What the session needs from the worker pool (src/workers/pool.ts implements it). */
 export interface Runner {
-  idleCount(): number;
-  /** `exited` is called when the command is over, possibly before the result settles. */
-  run(request: RunRequest, exited?: () => void): Promise<RunResult>;
+  /** How many more steps run() takes now (some of them queued behind running steps). */
+  freeSlots(): number;
+  /**
+   * `started` is called when the command starts (a step may wait queued behind another first),
+   * `exited` when it is over, possibly before the result settles.
+   */
+  run(request: RunRequest, hooks?: { exited?: () => void; started?: () => void }): Promise<RunResult>;
+  /** Hand back the steps that wait queued and have not started (their results say `withdrawn`). */
+  withdrawQueued(): void;
 }
 
 /**
@@ -216,7 +222,7 @@ export class Session implements RpcHandler {
   /** Start queued steps (already past their skip check) on idle workers. */
   private startQueued(): void {
     if (this.stopping) return;
-    while (this.opts.runner.idleCount() > 0) {
+    while (this.opts.runner.freeSlots() > 0) {
       const next = this.scheduler.next();
       if (!next) break;
       this.execute(next.item, next.pool).catch((err: unknown) => this.fatal(err as Error));
@@ -325,10 +331,18 @@ export class Session implements RpcHandler {
     step.fingerprint = null;
     step.amendedEnv.clear();
     this.graph.dropAmended(step);
-    const started = this.opts.now();
-    const startEvent: TsupEvent = { kind: "start", step: this.ref(step), time: started };
-    if (this.unfinished > 0) this.deferredStarts.push(startEvent);
-    else this.opts.sink.emit(startEvent);
+    let started = this.opts.now();
+    // Reported when the command starts: a step may first wait queued behind another on its lane.
+    let reported = false;
+    const reportStart = (): void => {
+      if (reported) return;
+      reported = true;
+      started = this.opts.now();
+      this.running.set(step, started);
+      const startEvent: TsupEvent = { kind: "start", step: this.ref(step), time: started };
+      if (this.unfinished > 0) this.deferredStarts.push(startEvent);
+      else this.opts.sink.emit(startEvent);
+    };
     let result: RunResult;
     const request = this.requestFor(step);
     // The pool slot is free as soon as the command is over; the next queued step can start on
@@ -343,7 +357,7 @@ export class Session implements RpcHandler {
       this.startQueued();
     };
     try {
-      result = await this.opts.runner.run(request, release);
+      result = await this.opts.runner.run(request, { exited: release, started: reportStart });
     } catch (err) {
       result = {
         exitCode: null,
@@ -360,13 +374,28 @@ export class Session implements RpcHandler {
       };
     }
     release();
+    if (result.withdrawn) {
+      // Never started (drain, interrupt): it waits again, unreported, like a queued step.
+      step.state = "pending";
+      this.unfinished--;
+      this.flushDeferredStarts();
+      this.schedulePump();
+      return;
+    }
+    // A step that failed before its command could start (a missing input, say) is still shown
+    // as started, so that its FAIL follows a START.
+    reportStart();
     this.counts.ran++;
     this.complete(step, request, result);
-    if (--this.unfinished === 0) {
-      for (const event of this.deferredStarts) this.opts.sink.emit(event);
-      this.deferredStarts.length = 0;
-    }
+    this.unfinished--;
+    this.flushDeferredStarts();
     this.schedulePump();
+  }
+
+  private flushDeferredStarts(): void {
+    if (this.unfinished > 0) return;
+    for (const event of this.deferredStarts) this.opts.sink.emit(event);
+    this.deferredStarts.length = 0;
   }
 
   private requestFor(step: StepNode): RunRequest {
@@ -713,6 +742,7 @@ export class Session implements RpcHandler {
   drain(): void {
     this.draining = true;
     this.scheduler.held = true;
+    this.opts.runner.withdrawQueued();
     this.schedulePump();
   }
 
@@ -723,6 +753,7 @@ export class Session implements RpcHandler {
     this.stopping = true;
     this.scheduler.held = true;
     for (const step of this.scheduler.clear()) step.state = "pending";
+    this.opts.runner.withdrawQueued();
     this.schedulePump();
   }
 

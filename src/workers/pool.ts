@@ -2,8 +2,13 @@
 // launcher shell that runs one step at a time. The per-step cost is one fork of a small shell
 // plus a few bytes over a pipe each way (see worker.ts for why there is no node process between
 // the director and the shells).
+//
+// Each busy lane also takes one step queued behind its running one (Worker.queue), so that the
+// lane goes on to it without waiting for the director. A queued step is not bound to its lane:
+// when a lane falls idle while another still has a step queued (behind a long step, say), the
+// idle lane takes it over.
 import type { RunRequest, RunResult } from "./protocol.js";
-import { settledWithin, Worker } from "./worker.js";
+import { settledWithin, settleUnstarted, Worker, type LaneHooks, type Queued } from "./worker.js";
 
 export interface WorkerPoolOptions {
   /** Number of lanes, i.e. of steps that can run at the same time. */
@@ -19,7 +24,10 @@ export interface WorkerPoolOptions {
 export class WorkerPool {
   private readonly workers: Worker[];
   private closing = false;
-  private busy = 0;
+  /** Steps accepted while no lane could take them (see run): the next lane to fall idle does. */
+  private readonly overflow: Queued[] = [];
+  /** Set while steps are handed back (withdrawQueued, signalAll). */
+  private handingBack = false;
   /** Settle when the runs in flight are over; close() waits on them. */
   private readonly inFlight = new Set<Promise<void>>();
   private readonly onExit = (): void => {
@@ -48,9 +56,23 @@ export class WorkerPool {
     for (const w of this.workers) w.setCommonEnv(env);
   }
 
-  /** Lanes free for run(). */
+  /**
+   * How many more steps run() takes now: an idle lane takes two (one to run, one queued behind
+   * it), a busy lane one more if nothing is queued on it yet.
+   */
+  freeSlots(): number {
+    if (this.closing) return 0;
+    let free = -this.overflow.length;
+    for (const w of this.workers) free += !w.busy ? 2 : w.canQueue ? 1 : 0;
+    return Math.max(0, free);
+  }
+
+  /** Lanes with nothing to run. */
   idleCount(): number {
-    return this.closing ? 0 : this.workers.length - this.busy;
+    if (this.closing) return 0;
+    let idle = 0;
+    for (const w of this.workers) if (!w.busy) idle++;
+    return idle;
   }
 
   /** Pids of the live launcher shells (for diagnostics and tests). */
@@ -64,25 +86,28 @@ export class WorkerPool {
   }
 
   /**
-   * Run one step on an idle lane. Only call when idleCount() > 0. Never rejects for anything the
-   * step does: a launcher that dies is reported in the result and replaced for later runs.
-   * `exited` is called once the command is over and its lane already counts as idle, before the
-   * result settles (see Worker.run): the caller can start the next step on that lane right away.
+   * Run one step: on an idle lane, else queued behind a busy lane's step. Call only when
+   * freeSlots() > 0. Never rejects for anything the step does: a launcher that dies is reported
+   * in the result and replaced for later runs. `exited` is called once the command is over and
+   * its lane can take another step, before the result settles (see Worker.run): the caller can
+   * hand out the next step right away.
    */
-  run(req: RunRequest, exited?: () => void): Promise<RunResult> {
+  run(req: RunRequest, hooks: LaneHooks = {}): Promise<RunResult> {
     if (this.closing) return Promise.reject(new Error("WorkerPool is closed"));
     // Prefer a lane whose launcher already runs; a fresh one costs a spawn.
     let lane: Worker | undefined;
+    let queueOn: Worker | undefined;
     for (const w of this.workers) {
-      if (w.busy) continue;
+      if (w.busy) {
+        if (w.canQueue) queueOn ??= w;
+        continue;
+      }
       if (w.launcherPid() !== null) {
         lane = w;
         break;
       }
       lane ??= w;
     }
-    if (lane === undefined) return Promise.reject(new Error("WorkerPool.run() called without an idle worker"));
-    this.busy++;
     let settled!: () => void;
     const over = new Promise<void>((r) => (settled = r));
     this.inFlight.add(over);
@@ -90,26 +115,64 @@ export class WorkerPool {
     const release = (): void => {
       if (free) return;
       free = true;
-      this.busy--;
-      exited?.();
+      hooks.exited?.();
+      this.rebalance();
     };
     return new Promise<RunResult>((resolve) => {
-      lane.run(
-        req,
-        (result) => {
-          release();
-          this.inFlight.delete(over);
-          settled();
-          resolve(result);
-        },
-        release,
-      );
+      const done = (result: RunResult): void => {
+        release();
+        this.inFlight.delete(over);
+        settled();
+        resolve(result);
+      };
+      const laneHooks: LaneHooks = { exited: release };
+      if (hooks.started) laneHooks.started = hooks.started;
+      if (lane !== undefined) lane.run(req, done, laneHooks);
+      else if (queueOn !== undefined) queueOn.queue(req, done, laneHooks);
+      // More steps than slots (a lane that looked free went on to hash large inputs): kept here.
+      else this.overflow.push({ kind: "unwritten", req, done, hooks: laneHooks });
     });
   }
 
-  /** Forward `sig` to the process group of every running step. */
+  /** Give idle lanes the steps that wait: those kept here first, then those queued on busy lanes. */
+  private rebalance(): void {
+    if (this.closing || this.handingBack) return;
+    for (const idle of this.workers) {
+      if (idle.busy) continue;
+      let queued = this.overflow.shift() ?? null;
+      for (const w of this.workers) {
+        if (queued !== null) break;
+        if (w !== idle && w.hasQueued) queued = w.withdraw();
+      }
+      if (queued === null) return;
+      idle.adopt(queued);
+    }
+  }
+
+  /** Hand back every step that waits for a lane and has not started (RunResult.withdrawn). */
+  withdrawQueued(): void {
+    // Handing one back frees a slot; rebalancing must not start another meanwhile.
+    this.handingBack = true;
+    try {
+      for (const queued of this.overflow.splice(0)) settleUnstarted(queued);
+      for (const w of this.workers) {
+        const queued = w.withdraw();
+        if (queued !== null) settleUnstarted(queued);
+      }
+    } finally {
+      this.handingBack = false;
+    }
+  }
+
+  /** Forward `sig` to the process group of every running step; steps not started are handed back. */
   signalAll(sig: NodeJS.Signals): void {
-    for (const w of this.workers) if (w.busy) w.signal(sig);
+    this.handingBack = true;
+    try {
+      for (const w of this.workers) if (w.busy) w.signal(sig);
+    } finally {
+      this.handingBack = false;
+    }
+    this.withdrawQueued();
   }
 
   /**
@@ -120,6 +183,7 @@ export class WorkerPool {
   async close(opts: { graceMs?: number } = {}): Promise<void> {
     const graceMs = opts.graceMs ?? 1000;
     this.closing = true;
+    this.withdrawQueued();
     if (this.inFlight.size > 0) {
       const idle = Promise.all([...this.inFlight]);
       this.signalAll("SIGTERM");

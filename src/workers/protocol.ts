@@ -41,6 +41,11 @@ export interface RunResult {
    * tsconfig.json it compiled with), as tsup's loader wrote them to $TSUP_SOURCES_FILE.
    */
   sources: string[];
+  /**
+   * The step never started: it was queued behind another and taken back (drain, interrupt,
+   * shutdown). It goes back to waiting, as if it had never been handed out.
+   */
+  withdrawn?: boolean;
 }
 
 /** Where tsup's TypeScript loader appends the source files it loads, one absolute path per line. */

@@ -27,14 +27,18 @@
 // director holds and SIGKILLs the group: no step outlives tsup.
 //
 // Protocol on the launcher's stdin: a line with the number of lines N of the snippet, then N lines
-// of shell code run in the step's subshell (it ends by exec'ing `/bin/sh -c <command>`). On its
-// stdout: "+" once the step's subshell exists, then the exit status. Signals are only delivered
-// after the "+": before it they would not reach the step (its subshell does not exist yet) and
-// could cut the launcher's `read` of the request short; a signal requested earlier is held back
-// until then.
+// of shell code run in the step's subshell (it ends by exec'ing `/bin/sh -c <command>`), then a
+// go line: "g" runs it, "s" skips it. The go line of a step queued behind a running one (queue)
+// is sent once that one is over, unless the step was withdrawn meanwhile; a request is always
+// followed by its own go line before the next request. On its stdout: "+" once the step's
+// subshell exists, then the exit status. Signals are only delivered after the "+": before it
+// they would not reach the step (its subshell does not exist yet) and could cut the launcher's
+// `read` of the request short; a signal requested earlier is held back until then. A line out of
+// place makes the launcher exit rather than guess.
 //
-// Step output goes to two files per launcher, truncated by each step and read after it, in a
-// private temporary directory. Files, unlike pipes, do not make the step wait for background
+// Step output goes to files of the launcher, truncated by each step and read after it, in a
+// private temporary directory; steps use two sets in turn, so that a queued step can start
+// while the director still reads the files of the one before. Files, unlike pipes, do not make the step wait for background
 // processes that inherited its stdout. They are reused rather than created and unlinked per step:
 // on ext4, creating files right after unlinking others is expensive (the allocator scans for
 // recently deleted inodes), which made every step markedly slower, the steps' own outputs too.
@@ -74,17 +78,21 @@ export interface WorkerOptions {
  *   announces itself on fd 3, closes fd 3 so the step cannot hold the protocol pipe, then runs
  *   the snippet.
  */
-const LAUNCHER_SCRIPT = `o=$1; e=$2; sig=
+const LAUNCHER_SCRIPT = `b=$1; k=1; sig=
 trap 'sig=1' HUP INT QUIT TERM USR1 USR2 ALRM
 (trap '' HUP INT QUIT TERM USR1 USR2 ALRM; IFS= read -r _ <&3; kill -s KILL 0) </dev/null >/dev/null 2>&1 &
 exec 3<&-
 while :; do
-  sig=
-  IFS= read -r n || { [ -n "$sig" ] && continue; exit 0; }
+  sig= n=
+  IFS= read -r n || { [ -n "$sig" ] && [ -z "$n" ] && continue; exit 0; }
+  case $n in ""|*[!0-9]*) exit 0;; esac
   s=
   while [ "$n" -gt 0 ]; do IFS= read -r l || exit 0; s="$s$l
 "; n=$((n-1)); done
-  (exec 3>&1 >"$o" 2>"$e" </dev/null; echo + >&3; exec 3>&-; eval "$s")
+  IFS= read -r g || exit 0
+  case $g in g) ;; s) continue;; *) exit 0;; esac
+  k=$((1-k))
+  (exec 3>&1 >"$b$k.o" 2>"$b$k.e" </dev/null; echo + >&3; exec 3>&-; ${ENV_SOURCES_FILE}=$b$k.s; export ${ENV_SOURCES_FILE}; eval "$s")
   echo $?
 done`;
 
@@ -164,11 +172,16 @@ export function stepSnippet(command: string, cwd: string | null, env: Record<str
 
 interface Launcher {
   proc: ChildProcess;
-  /** Its step output files: "<tmp>/<n>.o" and "<tmp>/<n>.e". */
-  stdoutFile: string;
-  stderrFile: string;
-  /** "<tmp>/<n>.s": $TSUP_SOURCES_FILE of its steps (see RunResult.sources). */
-  sourcesFile: string;
+  /**
+   * "<tmp>/<n>.": its steps write to the file set <base><k>.o (stdout), <base><k>.e (stderr) and
+   * <base><k>.s ($TSUP_SOURCES_FILE, see RunResult.sources), k alternating between 0 and 1, so
+   * that a step can start while the director still reads what the one before it left.
+   */
+  base: string;
+  /** The file set of the step started last (the launcher's k): the next one takes the other. */
+  set: number;
+  /** Withdrawn requests still waiting in its pipe for their go line: each gets "s" (skip). */
+  skipsOwed: number;
   /** Its pid, which is also the id of the process group it and the steps run in. */
   pgid: number;
   /** Unparsed tail of its stdout. */
@@ -183,8 +196,7 @@ interface Launcher {
 interface Step {
   req: RunRequest;
   done: (result: RunResult) => void;
-  /** Called once the command is over and the lane free, before the result is complete. */
-  exited: (() => void) | undefined;
+  hooks: LaneHooks;
   inputHashes: Array<FileHash | null>;
   start: number;
   /** What the launcher is sent: the line count, then the snippet. */
@@ -197,6 +209,8 @@ interface Step {
 
 interface Running extends Step {
   launcher: Launcher;
+  /** The file set it writes to (see Launcher.base). */
+  set: number;
   /** The launcher reported ("+") that the step's subshell exists. */
   started: boolean;
   /** A signal requested before the subshell existed, delivered once it does. */
@@ -212,6 +226,23 @@ type Stage =
   | { kind: "hashing"; signal: NodeJS.Signals | null }
   | { kind: "running"; step: Running };
 
+/**
+ * The step a busy lane runs next (see Worker.queue): its request already waits in the launcher's
+ * pipe for the go line, or (when it has large inputs to hash first) it is kept until the lane
+ * is free.
+ */
+export type Queued =
+  | { kind: "written"; step: Step; launcher: Launcher }
+  | { kind: "unwritten"; req: RunRequest; done: (result: RunResult) => void; hooks: LaneHooks };
+
+/** What a caller of Worker.run learns before the result. */
+export interface LaneHooks {
+  /** The command is over and the lane can take another step; the result is not complete yet. */
+  exited?: () => void;
+  /** The command is being started (a queued step: once the step before it is over). */
+  started?: () => void;
+}
+
 export class Worker {
   /** Absolute root with a trailing slash, so resolving a path is one concatenation. */
   private readonly prefix: string;
@@ -221,6 +252,8 @@ export class Worker {
   private tmp: string | null = null;
   private launcher: Launcher | null = null;
   private stage: Stage = { kind: "idle" };
+  /** Only while a step runs (stage "running"): the step queued behind it. */
+  private next: Queued | null = null;
   private launchers = 0;
   private closed = false;
   /** The launcher's environment: the director's plus what every step gets (setCommonEnv). */
@@ -235,6 +268,25 @@ export class Worker {
 
   get busy(): boolean {
     return this.stage.kind !== "idle";
+  }
+
+  /** Whether queue() would take a step now: one runs, nothing is queued behind it. */
+  get canQueue(): boolean {
+    const stage = this.stage;
+    return (
+      !this.closed &&
+      stage.kind === "running" &&
+      this.next === null &&
+      this.launcher === stage.step.launcher &&
+      !this.launcher.exited &&
+      // A withdrawn request still waits for its skip line, which must come right after it.
+      this.launcher.skipsOwed === 0
+    );
+  }
+
+  /** Whether a step is queued that withdraw() can hand to another lane. */
+  get hasQueued(): boolean {
+    return this.next !== null;
   }
 
   /** See WorkerPool.setCommonEnv. A launcher already running keeps its environment. */
@@ -256,7 +308,7 @@ export class Worker {
    * away: the launcher then starts that step while the director is still busy with the
    * bookkeeping of this one, which keeps the director's round trip off each lane's critical path.
    */
-  run(req: RunRequest, done: (result: RunResult) => void, exited?: () => void): void {
+  run(req: RunRequest, done: (result: RunResult) => void, hooks: LaneHooks = {}): void {
     if (this.closed) {
       done(failedResult(req, "The worker pool is closed"));
       return;
@@ -269,7 +321,8 @@ export class Worker {
     const start = performance.now();
     const outcomes = this.hashSmall(req.inputs);
     if (!outcomes.some(isLarge)) {
-      this.launch(req, done, exited, start, outcomes as HashOutcome[]);
+      const step = this.prepare(req, done, hooks, start, outcomes as HashOutcome[]);
+      if (step !== null) this.dispatch(step);
       return;
     }
     const stage: Stage = { kind: "hashing", signal: null };
@@ -280,12 +333,55 @@ export class Worker {
       if (this.closed || stage.signal !== null) {
         // Interrupted before the command started: it never ran.
         const result = emptyResult(req, performance.now() - start);
-        exited?.();
+        hooks.exited?.();
         done({ ...result, signal: stage.signal ?? "SIGKILL" });
         return;
       }
-      this.launch(req, done, exited, start, hashed);
+      const step = this.prepare(req, done, hooks, start, hashed);
+      if (step !== null) this.dispatch(step);
     });
+  }
+
+  /**
+   * Queue a step behind the running one (only when canQueue): its inputs are hashed and its
+   * request written to the launcher now, and the launcher starts it as soon as the running step
+   * is over and the director sends the go line, which is the first thing it does on seeing the
+   * exit status. The lane thus does not wait for the director's bookkeeping between steps. The
+   * go line (rather than the request itself) is what can be held back: until it is sent, the
+   * step can still be withdrawn and run elsewhere, or not at all.
+   */
+  queue(req: RunRequest, done: (result: RunResult) => void, hooks: LaneHooks = {}): void {
+    if (!this.canQueue) {
+      done(failedResult(req, "Worker cannot queue a step now"));
+      return;
+    }
+    const start = performance.now();
+    const outcomes = this.hashSmall(req.inputs);
+    if (outcomes.some(isLarge)) {
+      // Hashed once the lane is free (run), so that the director never waits on it meanwhile.
+      this.next = { kind: "unwritten", req, done, hooks };
+      return;
+    }
+    const step = this.prepare(req, done, hooks, start, outcomes as HashOutcome[]);
+    if (step === null) return;
+    const launcher = this.launcher!;
+    this.next = { kind: "written", step, launcher };
+    launcher.proc.stdin!.write(step.request);
+  }
+
+  /** Take back the queued step, which has not started (for another lane, or to cancel it). */
+  withdraw(): Queued | null {
+    const next = this.next;
+    if (next === null) return null;
+    this.next = null;
+    if (next.kind === "written" && !next.launcher.exited) next.launcher.skipsOwed++;
+    return next;
+  }
+
+  /** Run a step withdrawn from another lane (only when not busy). */
+  adopt(queued: Queued): void {
+    if (queued.kind === "unwritten") this.run(queued.req, queued.done, queued.hooks);
+    else this.dispatch({ ...queued.step, start: performance.now() });
   }
 
   /** Signal the running step's process group (held back until the step's subshell exists). */
@@ -293,6 +389,9 @@ export class Worker {
     const stage = this.stage;
     if (stage.kind === "hashing") stage.signal ??= sig;
     else if (stage.kind === "running") this.signalStep(stage.step, sig);
+    // A queued step must not start after this: it is handed back, never having run.
+    const queued = this.withdraw();
+    if (queued !== null) settleUnstarted(queued);
   }
 
   /**
@@ -335,15 +434,17 @@ export class Worker {
     return path.charCodeAt(0) === 47 /* "/" */ ? path : this.prefix + path;
   }
 
-  /** Inputs are hashed: report invalid ones, or check the workdir and start the command. */
-  private launch(
+  /**
+   * Inputs are hashed: report invalid ones or a bad workdir (and return null), else return the
+   * step ready for a launcher.
+   */
+  private prepare(
     req: RunRequest,
     done: (result: RunResult) => void,
-    exited: (() => void) | undefined,
+    hooks: LaneHooks,
     start: number,
     outcomes: HashOutcome[],
-  ): void {
-    this.stage = { kind: "idle" };
+  ): Step | null {
     const inputHashes: Array<FileHash | null> = new Array<FileHash | null>(outcomes.length);
     let invalidInputs: string[] | undefined;
     for (let i = 0; i < outcomes.length; i++) {
@@ -359,9 +460,9 @@ export class Worker {
       );
     }
     if (invalidInputs !== undefined) {
-      exited?.();
+      hooks.exited?.();
       done({ ...emptyResult(req, performance.now() - start), invalidInputs, inputHashes });
-      return;
+      return null;
     }
 
     // The launcher's cwd is the root: steps there need no `cd`.
@@ -370,9 +471,9 @@ export class Worker {
       cwd = this.abs(req.workdir);
       const problem = cwdProblem(cwd, req.workdir);
       if (problem !== null) {
-        exited?.();
+        hooks.exited?.();
         done({ ...emptyResult(req, performance.now() - start), inputHashes, spawnError: problem });
-        return;
+        return null;
       }
     }
 
@@ -380,16 +481,16 @@ export class Worker {
     const snippet = stepSnippet(command, cwd, req.env);
     let lines = 1;
     for (let i = snippet.indexOf("\n"); i >= 0; i = snippet.indexOf("\n", i + 1)) lines++;
-    this.dispatch({
+    return {
       req,
       done,
-      exited,
+      hooks,
       inputHashes,
       start,
       request: `${lines}\n${snippet}\n`,
       retried: false,
       typeScript: command !== req.command,
-    });
+    };
   }
 
   /** Hand `step` to the launcher, starting one if needed. */
@@ -400,7 +501,7 @@ export class Worker {
     } catch (err) {
       this.stage = { kind: "idle" };
       const message = `Could not start /bin/sh: ${err instanceof Error ? err.message : String(err)}`;
-      step.exited?.();
+      step.hooks.exited?.();
       step.done({
         ...emptyResult(step.req, performance.now() - step.start),
         inputHashes: step.inputHashes,
@@ -408,20 +509,26 @@ export class Worker {
       });
       return;
     }
-    this.stage = { kind: "running", step: { ...step, launcher, started: false, pending: null, delivered: null } };
-    launcher.proc.stdin!.write(step.request);
+    const skips = "s\n".repeat(launcher.skipsOwed);
+    launcher.skipsOwed = 0;
+    this.go(step, launcher, skips + step.request);
+    step.hooks.started?.();
+  }
+
+  /** Start `step` on `launcher`, whose pipe gets `text` and the go line; the lane is then busy. */
+  private go(step: Step, launcher: Launcher, text: string): void {
+    launcher.set ^= 1;
+    this.stage = { kind: "running", step: { ...step, launcher, set: launcher.set, started: false, pending: null, delivered: null } };
+    launcher.proc.stdin!.write(text + "g\n");
   }
 
   private startLauncher(): Launcher {
     this.tmp ??= mkdtempSync(join(tmpdir(), "tsup-worker-"));
     // Per-launcher file names: a dead launcher's step cannot write into a new one's output.
-    const files = `${this.tmp}/${++this.launchers}.`;
-    const stdoutFile = files + "o";
-    const stderrFile = files + "e";
-    const sourcesFile = files + "s";
-    const proc = spawn("/bin/sh", ["-c", LAUNCHER_SCRIPT, "tsup-launcher", stdoutFile, stderrFile], {
+    const base = `${this.tmp}/${++this.launchers}.`;
+    const proc = spawn("/bin/sh", ["-c", LAUNCHER_SCRIPT, "tsup-launcher", base], {
       cwd: this.root,
-      env: { ...this.launcherEnv, [ENV_SOURCES_FILE]: sourcesFile },
+      env: this.launcherEnv,
       // Steps write to their own files; all the launcher itself would print is the shell's
       // "Terminated" notice for a step killed by a signal. fd 3 is the watchdog's pipe.
       stdio: ["pipe", "pipe", "ignore", "pipe"],
@@ -436,7 +543,7 @@ export class Worker {
     }
     let markGone!: () => void;
     const gone = new Promise<void>((r) => (markGone = r));
-    const launcher: Launcher = { proc, stdoutFile, stderrFile, sourcesFile, pgid: proc.pid, buf: "", exited: false, gone };
+    const launcher: Launcher = { proc, base, set: 1, skipsOwed: 0, pgid: proc.pid, buf: "", exited: false, gone };
     this.launcher = launcher;
     proc.stdout!.setEncoding("latin1");
     proc.stdout!.on("data", (chunk: string) => this.onLauncherOutput(launcher, chunk));
@@ -512,13 +619,17 @@ export class Worker {
       signal = step.delivered;
     }
     const req = step.req;
-    // The output files are reused by this lane's next step: read them before it can start.
-    const stdout = readOutput(step.launcher.stdoutFile);
-    const stderr = readOutput(step.launcher.stderrFile);
+    // First of all, start the queued step: the lane must not wait for the rest of this. Its
+    // caller hears of it only after this step's `exited`, so that reports keep their order.
+    const started = this.startNext(step.launcher);
+    // Its file set is the other one: this step's files are still as it left them.
+    const files = step.launcher.base + step.set;
+    const stdout = readOutput(files + ".o");
+    const stderr = readOutput(files + ".e");
     // Only TypeScript commands run tsup's loader, which is what writes this file.
-    const sources = step.typeScript ? readSources(step.launcher.sourcesFile) : NO_STRINGS;
-    this.stage = { kind: "idle" };
-    step.exited?.();
+    const sources = step.typeScript ? readSources(files + ".s") : NO_STRINGS;
+    step.hooks.exited?.();
+    started?.();
     const result: RunResult = {
       exitCode,
       signal,
@@ -542,6 +653,45 @@ export class Worker {
       result.outputHashes = outputHashes(hashed);
       step.done(result);
     });
+  }
+
+  /**
+   * The step on `launcher` is over: start the queued one, if any, else the lane is idle.
+   * Returns the started hook of the step it started, for the caller to call.
+   */
+  private startNext(launcher: Launcher): (() => void) | undefined {
+    const next = this.next;
+    this.next = null;
+    this.stage = { kind: "idle" };
+    if (next === null) {
+      if (launcher.skipsOwed > 0 && !launcher.exited) {
+        launcher.proc.stdin!.write("s\n".repeat(launcher.skipsOwed));
+      }
+      launcher.skipsOwed = 0;
+      return undefined;
+    }
+    if (this.closed) {
+      settleUnstarted(next);
+      return undefined;
+    }
+    if (next.kind === "unwritten") {
+      this.run(next.req, next.done, next.hooks);
+      return undefined;
+    }
+    const step: Step = { ...next.step, start: performance.now() };
+    const started = step.hooks.started;
+    // Called by the caller instead (see finish).
+    step.hooks = { exited: step.hooks.exited };
+    if (launcher.exited || next.launcher !== launcher) {
+      // Its request died with the launcher it was written to, before it started: a new
+      // launcher runs it.
+      this.dispatch(step);
+      return started;
+    }
+    const skips = "s\n".repeat(launcher.skipsOwed);
+    launcher.skipsOwed = 0;
+    this.go(step, launcher, skips);
+    return started;
   }
 
   /** Hash `paths` now, except files above LARGE_FILE_BYTES that need reading (see hashLarge). */
@@ -633,6 +783,14 @@ function emptyResult(req: RunRequest, durationMs: number): RunResult {
     spawnError: null,
     sources: NO_STRINGS,
   };
+}
+
+/** Hand back a queued step that never started (RunResult.withdrawn). */
+export function settleUnstarted(queued: Queued): void {
+  const req = queued.kind === "written" ? queued.step.req : queued.req;
+  const { done, hooks } = queued.kind === "written" ? queued.step : queued;
+  hooks.exited?.();
+  done({ ...emptyResult(req, 0), withdrawn: true });
 }
 
 function failedResult(req: RunRequest, message: string): RunResult {

@@ -267,6 +267,61 @@ describe("WorkerPool", () => {
     assert.equal(pool.idleCount(), 2);
   });
 
+  test("a step queued behind a running one starts after it, with its own output", { timeout: 30_000 }, async () => {
+    const root = tempDir();
+    const pool = makePool(root, 1);
+    // One lane: the second step is queued behind the first, the third waits in the pool.
+    const runs = [1, 2, 3].map((n) => pool.run(req(`echo out${n}; echo err${n} >&2; date +%s%N > t${n}; sleep 0.2`)));
+    assert.equal(pool.freeSlots(), 0);
+    const results = await Promise.all(runs);
+    results.forEach((r, i) => {
+      assert.equal(r.exitCode, 0, r.stderr);
+      assert.equal(r.stdout, `out${i + 1}\n`);
+      assert.equal(r.stderr, `err${i + 1}\n`);
+    });
+    const t = (n: number): bigint => BigInt(readFileSync(join(root, `t${n}`), "utf8").trim());
+    assert.ok(t(1) < t(2) && t(2) < t(3), "one after the other, in order");
+    assert.equal(pool.launcherPids().length, 1);
+    assert.equal(pool.freeSlots(), 2);
+  });
+
+  test("a lane that falls idle takes over the step queued behind a long one", { timeout: 30_000 }, async () => {
+    const root = tempDir();
+    const pool = makePool(root, 2);
+    await Promise.all([pool.run(req("true")), pool.run(req("true"))]);
+    const long = pool.run(req("sleep 3"));
+    const short = pool.run(req("sleep 0.2"));
+    // Both lanes busy: this one is queued on a busy lane (the first, behind the long sleep).
+    const t0 = Date.now();
+    const queued = pool.run(req("echo moved > moved.txt"));
+    const r = await queued;
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.ok(Date.now() - t0 < 2500, `it waited for the long step (${Date.now() - t0} ms)`);
+    assert.equal(readFileSync(join(root, "moved.txt"), "utf8"), "moved\n");
+    assert.equal((await short).exitCode, 0);
+    assert.equal((await long).exitCode, 0);
+    // The long step's lane skipped the request it had been sent: it still runs steps in sync.
+    const after = await Promise.all([pool.run(req("echo a")), pool.run(req("echo b")), pool.run(req("echo c"))]);
+    assert.deepEqual(after.map((x) => x.stdout), ["a\n", "b\n", "c\n"]);
+  });
+
+  test("withdrawQueued hands back a queued step that never runs", { timeout: 30_000 }, async () => {
+    const root = tempDir();
+    const pool = makePool(root, 1);
+    const first = pool.run(req("sleep 0.5"));
+    const queued = pool.run(req("touch never.txt"));
+    pool.withdrawQueued();
+    const r = await queued;
+    assert.equal(r.withdrawn, true);
+    assert.equal(r.exitCode, null);
+    assert.equal((await first).exitCode, 0);
+    await sleep(200);
+    assert.equal(existsSync(join(root, "never.txt")), false);
+    // The launcher got the skip line for it: the next step is the next one it runs.
+    const next = await pool.run(req("echo next"));
+    assert.equal(next.stdout, "next\n");
+  });
+
   test("signalAll reaches the running step", { timeout: 30_000 }, async () => {
     const root = tempDir();
     const pool = makePool(root);
