@@ -232,9 +232,13 @@ export class StepJournal {
  * Whether the state file plus journal, which hold `previous` and then what `journaled` names,
  * already say everything `next` says: every record of `next` is either one of `previous` (same
  * object: finalize reuses the records it would write unchanged) or the record of a step the
- * journal holds, no record was dropped or added, and every file hash that changed belongs to a
- * journaled step. Anything else (a failed step, a cleaned output, a touched static file whose new
- * mtime should be remembered) means the state file must be written.
+ * journal holds, no record was dropped or added, and no file was dropped from the table.
+ * Anything else (a failed step, a cleaned output) means the state file must be written.
+ *
+ * The session updates the loaded file table in place, so `previous.files` already holds this
+ * run's hashes: a hash learned for a file that no journaled step names (a static file touched
+ * without a change of content, say) is not in the journal and is lost with it. That costs one
+ * read of that file in the next run, never a wrong skip: the content hash decides.
  */
 export function journalCovers(previous: SavedState, next: SavedState, journaled: Journaled): boolean {
   if (next.steps.length !== previous.steps.length) return false;
@@ -252,8 +256,7 @@ export function journalCovers(previous: SavedState, next: SavedState, journaled:
     if (old === undefined) return false;
     if (journaled.keys.has(key) ? r.fingerprint === null : !sameData(old, r)) return false;
   }
-  // The session updates the loaded table in place, and saves it as it is when every file in it
-  // is still named: then there is nothing to compare.
+  // Saved as it is when every file in it is still named (stateToSave): nothing was dropped.
   if (next.files === previous.files) return true;
   for (const [path, hash] of next.files) {
     if (!journaled.paths.has(path) && !previous.files.holds(path, hash)) return false;
