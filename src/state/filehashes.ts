@@ -322,22 +322,24 @@ export class SlotFinder {
   /** The slot of `path`, or -1 when it is not among the paths. */
   find(path: string): number {
     const next = this.next;
+    const paths = this.paths;
     const n = this.count;
     this.finds++;
     for (let k = 0; k < next.length; k++) {
       const s = next[k]!;
-      // The slot expected, or one of a pair of steps that finished in the other order. Paths
-      // are unique among `paths`: a match is the one slot of `path`.
-      const at =
-        s < n && this.paths[s] === path ? s : s + 1 < n && this.paths[s + 1] === path ? s + 1 : s >= 2 && s - 2 < n && this.paths[s - 2] === path ? s - 2 : -1;
-      if (at >= 0) {
-        next[k] = Math.max(s, at + 1);
-        this.used[k] = this.finds;
-        return at;
+      // The slot expected, or one near it: steps that finish out of order (two lanes) swap their
+      // files by a few slots. Paths are unique among `paths`: a match is the one slot of `path`.
+      for (let d = 0; d < WINDOW.length; d++) {
+        const at = s + WINDOW[d]!;
+        if (at >= 0 && at < n && paths[at] === path) {
+          if (at >= s) next[k] = at + 1;
+          this.used[k] = this.finds;
+          return at;
+        }
       }
     }
     const slot = this.slotOf.get(path);
-    if (slot === undefined || slot >= n || this.paths[slot] !== path) return -1;
+    if (slot === undefined || slot >= n || paths[slot] !== path) return -1;
     let oldest = 0;
     for (let k = 1; k < next.length; k++) if (this.used[k]! < this.used[oldest]!) oldest = k;
     next[oldest] = slot + 1;
@@ -345,6 +347,9 @@ export class SlotFinder {
     return slot;
   }
 }
+
+/** Where SlotFinder looks around the slot it expects, in this order. */
+const WINDOW = [0, 1, 2, 3, -1, -2, -3, -4];
 
 /** Paths chosen from a table (FileHashes.selection), marked by slot rather than kept in a set. */
 export class FileSelection {

@@ -88,7 +88,9 @@ describe("file hash table", () => {
     const finder = t.finderIn(snap);
     snap.paths.forEach((p, i) => assert.ok([i, -1].includes(finder.find(p)), p));
     assert.equal(t.finderIn(snap).find("f0"), 0, "found right where the snapshot has it");
-    assert.equal(t.finderIn(snap).find("f4"), -1, "f4 moved when the table was compacted, and a lookup finds its new slot");
+    // f9 is too far from where a new finder starts to look: the table's map has its slot since
+    // compacting, which is not its slot in the snapshot.
+    assert.equal(t.finderIn(snap).find("f9"), -1, "f9 moved when the table was compacted");
     assert.equal(t.finderIn(snap).find("new"), -1, "new came after the snapshot");
   });
 
