@@ -134,10 +134,9 @@ export function journalLimit(steps: number, env: NodeJS.ProcessEnv): number {
   return Math.max(500, Math.floor(steps / 20));
 }
 
-/** What this run appended: the steps and files the state file does not have yet. */
+/** What this run appended: the keys of the steps whose records the state file does not have yet. */
 export interface Journaled {
   keys: Set<string>;
-  paths: Set<string>;
 }
 
 /** The director's side of the journal: one entry per succeeded step, compaction into the state file. */
@@ -146,8 +145,8 @@ export class StepJournal {
   private writer: JournalWriter | undefined;
   /** Entries in the journal file, counting those of earlier runs it continues. */
   entries: number;
-  /** Steps and files recorded in the journal since this director last wrote the state file. */
-  recorded: Journaled = { keys: new Set(), paths: new Set() };
+  /** Steps recorded in the journal since this director last wrote the state file. */
+  recorded: Journaled = { keys: new Set() };
 
   constructor(
     private readonly stepupDir: string,
@@ -171,7 +170,6 @@ export class StepJournal {
       writer.append(entry);
       this.entries++;
       this.recorded.keys.add(step.key);
-      for (const [path] of entry.files) this.recorded.paths.add(path);
     } catch (e) {
       // A full disk should not stop the build; the state file is still saved at the end.
       this.writer = undefined;
@@ -224,7 +222,7 @@ export class StepJournal {
     this.discard();
     this.writer = new JournalWriter(this.file, generation);
     this.entries = 0;
-    this.recorded = { keys: new Set(), paths: new Set() };
+    this.recorded = { keys: new Set() };
   }
 }
 
@@ -256,13 +254,9 @@ export function journalCovers(previous: SavedState, next: SavedState, journaled:
     if (old === undefined) return false;
     if (journaled.keys.has(key) ? r.fingerprint === null : !sameData(old, r)) return false;
   }
-  // Saved as it is when every file in it is still named (stateToSave): nothing was dropped.
-  if (next.files === previous.files) return true;
-  for (const [path, hash] of next.files) {
-    if (!journaled.paths.has(path) && !previous.files.holds(path, hash)) return false;
-  }
-  for (const path of previous.files.keys()) if (!next.files.has(path)) return false;
-  return true;
+  // stateToSave saves the session's table, which is `previous.files`, itself unless it drops
+  // files that no step names any more; a copy means some were dropped.
+  return next.files === previous.files;
 }
 
 /** Structural equality of plain saved data: objects, arrays, byte arrays and primitives. */

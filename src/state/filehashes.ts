@@ -42,22 +42,18 @@ export interface FileColumns {
 }
 
 export class FileHashes {
-  private readonly slotOf = new Map<string, number>();
+  private slotOf = new Map<string, number>();
   /** Path of each slot, undefined for a hole. */
   private pathAt: Array<string | undefined> = [];
-  private modes: Uint32Array;
-  private stats: Float64Array;
-  private lens: Uint8Array;
-  private digests: Uint8Array;
+  private modes!: Uint32Array;
+  private stats!: Float64Array;
+  private lens!: Uint8Array;
+  private digests!: Uint8Array;
   /** Slots written so far, holes included. */
   private used = 0;
 
   constructor(capacity = INITIAL_SLOTS) {
-    const n = Math.max(1, capacity);
-    this.modes = new Uint32Array(n);
-    this.stats = new Float64Array(3 * n);
-    this.lens = new Uint8Array(n);
-    this.digests = new Uint8Array(DIGEST_SLOT * n);
+    this.allocate(capacity);
   }
 
   static from(entries: Iterable<readonly [string, FileHash]>): FileHashes {
@@ -175,7 +171,8 @@ export class FileHashes {
 
   /** An independent copy without holes. */
   clone(): FileHashes {
-    return this.copyOf(null, this.slotOf.size);
+    const c = this.snapshot();
+    return FileHashes.fromColumns({ ...c, modes: c.modes.slice(), stats: c.stats.slice(), lens: c.lens.slice(), digests: c.digests.slice() });
   }
 
   /** Start choosing paths of this table, for selected(), which must follow before the table changes. */
@@ -190,27 +187,8 @@ export class FileHashes {
   selected(sel: FileSelection): FileHashes {
     if (sel.count === this.slotOf.size) return this;
     const chosen = sel.chosen;
-    return this.copyOf((slot) => chosen[slot] === 1, sel.count);
-  }
-
-  /** A new table with the live slots that `keep` accepts (all when null), `count` of them. */
-  private copyOf(keep: ((slot: number) => boolean) | null, count: number): FileHashes {
-    const n = this.used;
-    if (keep === null && n === this.slotOf.size) {
-      // No holes: the columns are copied whole (this is how a journal is applied on loading).
-      return FileHashes.fromColumns({
-        count: n,
-        paths: this.pathAt.slice(0, n) as string[],
-        modes: this.modes.slice(0, n),
-        stats: this.stats.slice(0, 3 * n),
-        lens: this.lens.slice(0, n),
-        digests: this.digests.slice(0, DIGEST_SLOT * n),
-      });
-    }
-    const t = new FileHashes(0);
-    t.allocate(Math.max(INITIAL_SLOTS, count));
-    const { pathAt, modes, stats, lens, digests, used } = this;
-    t.copySlots({ pathAt, modes, stats, lens, digests, used }, keep);
+    const t = new FileHashes(Math.max(INITIAL_SLOTS, sel.count));
+    t.copySlots(this, (slot) => chosen[slot] === 1);
     return t;
   }
 
@@ -258,28 +236,29 @@ export class FileHashes {
 
   /** Renumber the live slots into new columns, dropping the holes. */
   private compact(): void {
-    const from = { pathAt: this.pathAt, modes: this.modes, stats: this.stats, lens: this.lens, digests: this.digests, used: this.used };
     const live = this.slotOf.size;
-    this.pathAt = [];
-    this.used = 0;
-    this.slotOf.clear();
     // Room to grow by half again before the next allocation.
-    this.allocate(Math.max(INITIAL_SLOTS, live + (live >> 1)));
-    this.copySlots(from, null);
+    const t = new FileHashes(Math.max(INITIAL_SLOTS, live + (live >> 1)));
+    t.copySlots(this, null);
+    this.slotOf = t.slotOf;
+    this.pathAt = t.pathAt;
+    this.modes = t.modes;
+    this.stats = t.stats;
+    this.lens = t.lens;
+    this.digests = t.digests;
+    this.used = t.used;
   }
 
   private allocate(capacity: number): void {
-    this.modes = new Uint32Array(capacity);
-    this.stats = new Float64Array(3 * capacity);
-    this.lens = new Uint8Array(capacity);
-    this.digests = new Uint8Array(DIGEST_SLOT * capacity);
+    const n = Math.max(1, capacity);
+    this.modes = new Uint32Array(n);
+    this.stats = new Float64Array(3 * n);
+    this.lens = new Uint8Array(n);
+    this.digests = new Uint8Array(DIGEST_SLOT * n);
   }
 
-  /** Append the live slots of `from` (that `keep` accepts) to this table, which has room for them. */
-  private copySlots(
-    from: { pathAt: Array<string | undefined>; modes: Uint32Array; stats: Float64Array; lens: Uint8Array; digests: Uint8Array; used: number },
-    keep: ((slot: number) => boolean) | null,
-  ): void {
+  /** Append the live slots of `from` (those `keep` accepts; all when null) to this table. */
+  private copySlots(from: FileHashes, keep: ((slot: number) => boolean) | null): void {
     let j = this.used;
     for (let i = 0; i < from.used; i++) {
       const p = from.pathAt[i];

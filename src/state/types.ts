@@ -29,10 +29,10 @@ export function sharedDirDigest(digest: Uint8Array): Uint8Array {
 }
 
 // Digests kept for the whole session (those of fingerprints; the file table has columns of its
-// own, filehashes.ts) are views into a few large buffers. A Uint8Array with its own ArrayBuffer costs about 250 bytes beyond its 8 or 32 bytes of
-// data (the buffer object, its backing store and their bookkeeping), and a digest that is a view
-// into a larger buffer (a decoded message, say) keeps all of it alive: at 100,000 steps either
-// adds well over 100 MB.
+// own, filehashes.ts) are views into a few large buffers. A Uint8Array with its own ArrayBuffer
+// costs about 250 bytes beyond its 8 or 32 bytes of data (the buffer object, its backing store
+// and their bookkeeping), and a digest that is a view into a larger buffer (a decoded message,
+// say) keeps all of it alive: at 100,000 steps either adds well over 100 MB.
 
 /** Buffers whose views may be kept as they are: the slabs below and loaded state files. */
 const compactBuffers = new WeakSet<ArrayBufferLike>();

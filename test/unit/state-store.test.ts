@@ -341,29 +341,22 @@ describe("state store rejects bad files", () => {
     await expectRejected(dir, /unsupported format version 4 \(this tsup reads versions 1 to 3\)/);
   });
 
-  test("version 1 files (file table and steps as msgpack binaries) are still read", async () => {
-    // test/fixtures/state-v1 holds variedState() as saved by tsup before version 2.
-    const dir = tempStepup();
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, STATE_FILE), readFileSync(new URL("../fixtures/state-v1/workflow.mpk.xz", import.meta.url)));
-    const packed = await lzma.decompress(readFileSync(join(dir, STATE_FILE)), { flags: lzma.CONCATENATED });
-    assert.equal((new Unpackr({ useRecords: false }).unpack(packed) as Record<string, unknown>)["version"], 1);
-    const result = await loadState(dir);
-    assert.equal(result.warning, undefined);
-    assert.deepEqual(data(result.state), data(variedState()));
-  });
-
-  test("version 2 files (all strings in one field, written last) are still read", async () => {
-    // test/fixtures/state-v2 holds variedState() as saved by tsup before version 3.
-    const dir = tempStepup();
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, STATE_FILE), readFileSync(new URL("../fixtures/state-v2/workflow.mpk.xz", import.meta.url)));
-    const packed = await lzma.decompress(readFileSync(join(dir, STATE_FILE)), { flags: lzma.CONCATENATED });
-    assert.equal((new Unpackr({ useRecords: false }).unpack(packed) as Record<string, unknown>)["version"], 2);
-    const result = await loadState(dir);
-    assert.equal(result.warning, undefined);
-    assert.deepEqual(data(result.state), data(variedState()));
-  });
+  // test/fixtures/state-v<N> holds variedState() as saved by the tsup that wrote version N.
+  for (const [version, what] of [
+    [1, "file table and steps as msgpack binaries"],
+    [2, "all strings in one field, written last"],
+  ] as const) {
+    test(`version ${version} files (${what}) are still read`, async () => {
+      const dir = tempStepup();
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, STATE_FILE), readFileSync(new URL(`../fixtures/state-v${version}/workflow.mpk.xz`, import.meta.url)));
+      const packed = await lzma.decompress(readFileSync(join(dir, STATE_FILE)), { flags: lzma.CONCATENATED });
+      assert.equal((new Unpackr({ useRecords: false }).unpack(packed) as Record<string, unknown>)["version"], version);
+      const result = await loadState(dir);
+      assert.equal(result.warning, undefined);
+      assert.deepEqual(data(result.state), data(variedState()));
+    });
+  }
 
   test("fingerprint paths refer to the step's own paths or to the string table", () => {
     const h = bytes(1, 2, 3, 4, 5, 6, 7, 8);
