@@ -24,7 +24,8 @@ export function isAbsPath(path: string): boolean {
 
 /** Paths that always exist and need no declaration: the root, "/", and chains of "../". */
 export function isAlwaysStatic(path: string): boolean {
-  return path === "./" || path === "/" || /^(\.\.\/)+$/.test(path);
+  // The regular expression only for paths that can match it: this runs for every path defined.
+  return path === "./" || path === "/" || (path.startsWith("../") && /^(\.\.\/)+$/.test(path));
 }
 
 /** The directory holding `path` ("a/b" -> "a/", "a" -> "./"), or undefined for always-static paths. */

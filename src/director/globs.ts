@@ -7,7 +7,10 @@ import type { FileTable } from "./files.js";
 
 /** Why the step's globs no longer match what they matched, or undefined when nothing changed. */
 export function globChanged(step: StepNode, files: FileTable): string | undefined {
-  for (const glob of step.record?.globs ?? []) {
+  const globs = step.record?.globs;
+  // Asked for every skip check; most steps have no globs (and an empty for-of still allocates).
+  if (globs === undefined || globs.length === 0) return undefined;
+  for (const glob of globs) {
     // A deferred glob matches nothing up front: what its matches are used for is checked by
     // the fingerprints of the steps that use them.
     if (glob.deferred) continue;

@@ -19,6 +19,8 @@ import { checkSkip, explainPages, fingerprintOf } from "./skip.js";
 import { globChanged } from "./globs.js";
 import { compilePattern, type CompiledPattern } from "../glob/pattern.js";
 
+const NO_INDICES: readonly number[] = [];
+
 /** What the session needs from the worker pool (src/workers/pool.ts implements it). */
 export interface Runner {
   /** How many more steps run() takes now (some of them queued behind running steps). */
@@ -254,23 +256,29 @@ export class Session implements RpcHandler {
     if (record.statics.length > 0) {
       // A static file deleted since: the step's own code did not change, so it need not run;
       // the file stays declared and whoever consumes it waits until it is back.
-      const absent = new Set(record.statics.filter((p) => this.files.hash(p).kind !== "ok"));
+      const absent = new Set<string>();
+      const statics = record.statics;
+      for (let i = 0; i < statics.length; i++) if (this.files.hash(statics[i]!).kind !== "ok") absent.add(statics[i]!);
       const r = this.graph.declareStatic(step, record.statics, true, absent);
       if (!r.ok) problems.push(r.error);
     }
-    for (const [name, size] of record.pools) {
+    // Indexed loops: for-of allocates in code not yet optimized, and this runs once per step.
+    for (let i = 0; i < record.pools.length; i++) {
+      const [name, size] = record.pools[i]!;
       const r = this.graph.definePool(step, name, size);
       if (!r.ok) problems.push(r.error);
     }
-    for (const glob of record.globs) {
+    for (let i = 0; i < record.globs.length; i++) {
+      const glob = record.globs[i]!;
       step.globs.push(glob);
       if (glob.deferred) {
         const problem = this.registerDeferred(step, glob);
         if (problem) problems.push(problem);
       }
     }
-    for (const index of this.oldChildren.get(step.recordIndex) ?? []) {
-      const child = this.oldSteps[index]!;
+    const children = this.oldChildren.get(step.recordIndex) ?? NO_INDICES;
+    for (let i = 0; i < children.length; i++) {
+      const child = this.oldSteps[children[i]!]!;
       const r = this.define(step, definitionOf(child));
       if (!r.ok) problems.push(r.error);
     }
@@ -293,8 +301,10 @@ export class Session implements RpcHandler {
 
   /** Define a step and attach its record from the previous run if its definition is unchanged. */
   private define(creator: StepNode | null, def: StepDefinition): { ok: true } | { ok: false; error: string } {
-    const deferredProblem = this.checkAgainstDeferred(def.inp, [...def.out, ...def.vol]);
-    if (deferredProblem) return { ok: false, error: deferredProblem };
+    if (this.deferred.length > 0) {
+      const deferredProblem = this.checkAgainstDeferred(def.inp, [...def.out, ...def.vol]);
+      if (deferredProblem) return { ok: false, error: deferredProblem };
+    }
     const known = this.graph.steps.has(stepKey(def.command, def.workdir));
     const result = this.graph.defineStep(creator, def);
     if (!result.ok) return result;

@@ -223,6 +223,39 @@ function sharePathStrings(def: StepDefinition, step: StepNode): void {
   for (let j = 0; j < def.vol.length; j++) def.vol[j] = step.volatiles[j]!.path;
 }
 
+/** Lists up to this long are searched by scanning them (see PathSet). */
+const SCAN_MAX = 8;
+
+/**
+ * A set of distinct paths in insertion order that scans its list while it is short. Nearly every
+ * step names a handful of paths, and the three Sets defineStep made per step cost more than
+ * scanning them; a step with thousands of inputs still gets a Set.
+ */
+class PathSet {
+  readonly items: string[];
+  private set: Set<string> | null = null;
+
+  /** Uses `items` itself, no copy: give a PathSet that will be added to a fresh array. */
+  constructor(items: string[]) {
+    this.items = items;
+    if (items.length > SCAN_MAX) this.set = new Set(items);
+  }
+
+  has(path: string): boolean {
+    if (this.set !== null) return this.set.has(path);
+    const items = this.items;
+    for (let i = 0; i < items.length; i++) if (items[i] === path) return true;
+    return false;
+  }
+
+  add(path: string): void {
+    if (this.has(path)) return;
+    this.items.push(path);
+    if (this.set !== null) this.set.add(path);
+    else if (this.items.length > SCAN_MAX) this.set = new Set(this.items);
+  }
+}
+
 export class Graph {
   readonly files = new Map<string, FileNode>();
   readonly steps = new Map<string, StepNode>();
@@ -269,14 +302,16 @@ export class Graph {
     // Validate everything first: the parents too, since they will be declared implicitly.
     const toDeclare: string[] = [];
     const seen = new Set<string>();
-    for (const path of paths) {
-      const chain: string[] = [];
-      for (let p: string | undefined = path; p !== undefined && !isAlwaysStatic(p); p = parentPath(p)) {
+    const chain: string[] = [];
+    for (let k = 0; k < paths.length; k++) {
+      const path = paths[k]!;
+      // Up to the first path already seen: its parents were seen with it.
+      chain.length = 0;
+      for (let p: string | undefined = path; p !== undefined && !isAlwaysStatic(p) && !seen.has(p); p = parentPath(p)) {
         chain.push(p);
       }
       for (let i = chain.length - 1; i >= 0; i--) {
         const p = chain[i]!;
-        if (seen.has(p)) continue;
         seen.add(p);
         const node = this.files.get(p);
         // Declared again: nothing to do, unless it was absent and is now known to exist.
@@ -290,7 +325,8 @@ export class Graph {
         toDeclare.push(p);
       }
     }
-    for (const p of toDeclare) {
+    for (let k = 0; k < toDeclare.length; k++) {
+      const p = toDeclare[k]!;
       const node = this.fileNode(p);
       node.state = "static";
       node.declarer = declarer;
@@ -331,12 +367,13 @@ export class Graph {
     if (def.pool !== null && !this.pools.has(def.pool)) {
       return fail(`unknown pool "${def.pool}": define it with pool("${def.pool}", size) before using it`);
     }
-    const outSet = new Set(def.out);
-    for (const path of def.out) {
-      const problem = this.checkNewProduct(path, "output");
+    const outSet = new PathSet(def.out);
+    for (let j = 0; j < def.out.length; j++) {
+      const problem = this.checkNewProduct(def.out[j]!, "output");
       if (problem) return fail(problem);
     }
-    for (const path of def.vol) {
+    for (let j = 0; j < def.vol.length; j++) {
+      const path = def.vol[j]!;
       if (isDirPath(path)) return fail(`a volatile output cannot be a directory: ${path}`);
       if (outSet.has(path)) return fail(`${path} is both an output and a volatile output`);
       const problem = this.checkNewProduct(path, "volatile output");
@@ -345,9 +382,10 @@ export class Graph {
         return fail(`volatile output ${path} is used as an input of another step`);
       }
     }
-    const volSet = new Set(def.vol);
-    const requires = new Set<string>([def.workdir]);
-    for (const path of def.inp) {
+    const volSet = new PathSet(def.vol);
+    const requires = new PathSet([def.workdir]);
+    for (let j = 0; j < def.inp.length; j++) {
+      const path = def.inp[j]!;
       if (outSet.has(path)) return fail(`${path} is both an input and an output of this step`);
       if (volSet.has(path)) return fail(`${path} is both an input and a volatile output of this step`);
       const node = this.files.get(path);
@@ -356,8 +394,10 @@ export class Graph {
       }
       requires.add(path);
     }
-    for (const path of [...def.out, ...def.vol]) {
-      const dir = parentPath(path);
+    // Indexed loops here and below: for-of allocates in code that has not been optimized yet,
+    // which is all of it in a run that replays a few thousand steps once.
+    for (let j = 0; j < def.out.length + def.vol.length; j++) {
+      const dir = parentPath(j < def.out.length ? def.out[j]! : def.vol[j - def.out.length]!);
       if (dir !== undefined && !outSet.has(dir)) requires.add(dir);
     }
     const cycle = this.findCycle(requires, def.out, key);
@@ -368,22 +408,29 @@ export class Graph {
     this.steps.set(key, step);
     if (creator) ownProducts(creator).steps.push(step);
     // Sized up front: filling an array by push() reserves 17 slots for these few nodes.
-    step.requires = new Array<FileNode>(requires.size);
-    let r = 0;
-    for (const path of requires) step.requires[r++] = this.fileNode(path);
-    for (const node of step.requires) {
+    const paths = requires.items;
+    step.requires = new Array<FileNode>(paths.length);
+    for (let r = 0; r < paths.length; r++) step.requires[r] = this.fileNode(paths[r]!);
+    for (let j = 0; j < step.requires.length; j++) {
+      const node = step.requires[j]!;
       node.addConsumer(step);
       if (!node.available) step.waiting++;
     }
-    if (def.out.length > 0) step.outputs = def.out.map((path) => this.fileNode(path));
-    for (const node of step.outputs) {
-      node.producer = step;
-      node.state = "pending";
+    if (def.out.length > 0) {
+      step.outputs = new Array<FileNode>(def.out.length);
+      for (let j = 0; j < def.out.length; j++) {
+        const node = this.fileNode(def.out[j]!);
+        node.producer = step;
+        node.state = "pending";
+        step.outputs[j] = node;
+      }
     }
-    if (def.vol.length > 0) step.volatiles = def.vol.map((path) => this.fileNode(path));
-    for (const node of step.volatiles) {
-      node.producer = step;
-      node.state = "volatile";
+    if (def.vol.length > 0) {
+      step.volatiles = def.vol.map((path) => this.fileNode(path));
+      for (const node of step.volatiles) {
+        node.producer = step;
+        node.state = "volatile";
+      }
     }
     sharePathStrings(def, step);
     if (step.mandatory === "no" && step.outputs.some((o) => o.consumers.some((c) => c.mandatory !== "no"))) {
@@ -413,12 +460,13 @@ export class Graph {
    * requirements. Only outputs that already exist as placeholders can have consumers, so the
    * usual case costs nothing.
    */
-  private findCycle(requires: Set<string>, outputs: string[], key: string): string | undefined {
+  private findCycle(requires: PathSet, outputs: string[], key: string): string | undefined {
     // The walk reaches files only as outputs of steps, so a requirement nobody produces (a
     // static file, a new placeholder) can never close a cycle. Declaring a chain in reverse
     // order then stays linear instead of walking the rest of the chain for every step.
     let reachable = false;
-    for (const path of requires) if (this.files.get(path)?.producer) reachable = true;
+    const paths = requires.items;
+    for (let j = 0; j < paths.length; j++) if (this.files.get(paths[j]!)?.producer) reachable = true;
     if (!reachable) return undefined;
     for (const out of outputs) {
       const start = this.files.get(out);
@@ -465,8 +513,8 @@ export class Graph {
     const stack: StepNode[] = [step];
     while (stack.length > 0) {
       const current = stack.pop()!;
-      for (const file of current.requires) {
-        const producer = file.producer;
+      for (let j = 0; j < current.requires.length; j++) {
+        const producer = current.requires[j]!.producer;
         if (producer && producer.mandatory === "no") {
           producer.mandatory = "implied";
           stack.push(producer);
@@ -511,7 +559,7 @@ export class Graph {
       const dir = parentPath(path);
       if (dir !== undefined && !allOut.has(dir) && !required.has(dir)) added.add(dir);
     }
-    const cycle = this.findCycle(added, [...allOut], step.key);
+    const cycle = this.findCycle(new PathSet([...added]), [...allOut], step.key);
     if (cycle) return fail(cycle);
 
     if (added.size > 0) {
@@ -613,9 +661,10 @@ export class Graph {
   /** The step succeeded (ran or was skipped): its outputs become available. */
   markSucceeded(step: StepNode): void {
     step.state = "succeeded";
-    for (const out of step.outputs) {
-      out.state = "built";
-      this.release(out);
+    const outputs = step.outputs;
+    for (let j = 0; j < outputs.length; j++) {
+      outputs[j]!.state = "built";
+      this.release(outputs[j]!);
     }
   }
 
@@ -625,7 +674,9 @@ export class Graph {
 
   /** `file` just became available: its consumers wait for one thing less. */
   private release(file: FileNode): void {
-    for (const consumer of file.consumers) {
+    const consumers = file.consumers;
+    for (let j = 0; j < consumers.length; j++) {
+      const consumer = consumers[j]!;
       consumer.waiting--;
       if (consumer.runnable) this.onRunnable(consumer);
     }
@@ -636,6 +687,8 @@ export class Graph {
 
   /** Every env var the step depends on, sorted. */
   envOf(step: StepNode): string[] {
+    // Asked for every skip check: the usual step, with at most one env var, costs no new arrays.
+    if (step.amendedEnv.size === 0 && step.def.env.length <= 1) return step.def.env;
     return [...new Set([...step.def.env, ...step.amendedEnv])].sort();
   }
 }

@@ -90,6 +90,27 @@ describe("workflow graph", () => {
     assert.ok(!r.ok && /both an input and an output/.test(r.error));
   });
 
+  test("steps with many paths are checked like steps with few (long lists use a set)", () => {
+    const { g } = graph();
+    const many = Array.from({ length: 12 }, (_, i) => `d/in${i}.txt`);
+    ok(g.declareStatic(null, many));
+    // An input that is also an output, found deep in a long list.
+    const undeclared = Array.from({ length: 12 }, (_, i) => `e/in${i}.txt`);
+    const clash = g.defineStep(null, def("clash", { inp: undeclared, out: [...Array.from({ length: 11 }, (_, i) => `o/x${i}`), "e/in10.txt"] }));
+    assert.ok(!clash.ok && /e\/in10.txt is both an input and an output/.test(clash.error), String(!clash.ok && clash.error));
+    const volClash = g.defineStep(null, def("vol", { out: Array.from({ length: 10 }, (_, i) => `v/o${i}`), vol: ["v/o9"] }));
+    assert.ok(!volClash.ok && /v\/o9 is both an output and a volatile output/.test(volClash.error));
+    // The workdir, inputs and output directories are required once each, in that order.
+    ok(g.declareStatic(null, ["o/", "p/"]));
+    const outs = [...Array.from({ length: 9 }, (_, i) => `o/y${i}`), "p/z"];
+    const step = ok(g.defineStep(null, def("wide", { inp: ["o/", ...many], out: outs })));
+    assert.deepEqual(
+      step.requires.map((f) => f.path),
+      ["./", "o/", ...many, "p/"],
+    );
+    assert.equal(g.files.get("o/")!.consumers.filter((c) => c === step).length, 1);
+  });
+
   test("cycle search does not recurse: a reverse-declared chain of 20000 steps", () => {
     const { g } = graph();
     const n = 20000;
