@@ -202,8 +202,9 @@ export function stateToSave(session: Session, complete: boolean): SavedState {
     const creator = c !== null && c.visited === stamp ? c.visitIndex : -1;
     const saved = savedStep(step, creator, session.definedStepsBefore(step));
     steps.push(saved);
-    for (const f of step.requires) relevantNode(f);
-    for (const f of step.outputs) relevantNode(f);
+    // Indexed: for-of allocates in code that runs too rarely to be optimized.
+    for (let i = 0; i < step.requires.length; i++) relevantNode(step.requires[i]!);
+    for (let i = 0; i < step.outputs.length; i++) relevantNode(step.outputs[i]!);
     // Their hashes are kept too, or every run would hash them afresh and find the state changed.
     for (const path of sourcePaths(step, saved.fingerprint)) files.add(path);
   }
