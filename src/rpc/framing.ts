@@ -1,5 +1,6 @@
 // Length-prefixed msgpack frames over a stream socket, shared by the server and all clients.
-import { Packr } from "msgpackr";
+// msgpackr without its native extractor and streams (see state/store.ts).
+import { Packr } from "msgpackr/pack";
 import type { Socket } from "node:net";
 import { MAX_FRAME_BYTES } from "./protocol.js";
 

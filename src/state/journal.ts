@@ -17,12 +17,12 @@
 // step with one input and one output: ~2.5 µs to encode, ~1.5 µs for the write() system call,
 // 350 bytes. There is no fsync: a killed process leaves what it wrote in the page cache, and
 // only a power loss can tear an entry.
-import { randomBytes } from "node:crypto";
 import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from "node:fs";
 import { crc32 } from "node:zlib";
 import { sameDefinition, sameWork, type StepDefinition } from "../workflow/definition.js";
 import { stepKey } from "../workflow/graph.js";
 import { sharedDirDigest, type Amended, type FileHash, type Fingerprint, type GlobRecord, type SavedState, type SavedStep } from "./types.js";
+import { randomHex } from "./random.js";
 import { VarintReader, VarintWriter } from "./varint.js";
 
 export const JOURNAL_FILE = "workflow.journal";
@@ -52,7 +52,7 @@ export interface JournalEntry {
 
 /** A fresh generation id: 32 lowercase hex digits. */
 export function newGeneration(): string {
-  return randomBytes(GENERATION_BYTES).toString("hex");
+  return randomHex(GENERATION_BYTES);
 }
 
 export function isGeneration(x: unknown): x is string {

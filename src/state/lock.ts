@@ -3,9 +3,9 @@
 // process is gone (crash, kill -9, reboot) is stale and taken over, so no manual cleanup is ever
 // needed after a crash on this host.
 import { closeSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from "node:fs";
-import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import { join } from "node:path";
+import { tempSuffix } from "./random.js";
 
 export const LOCK_FILE = "lock";
 
@@ -73,7 +73,7 @@ function removeQuietly(path: string): void {
  * fall back to O_EXCL.
  */
 function createExclusive(path: string, content: string): "created" | "exists" {
-  const tmp = `${path}.new-${process.pid}-${randomBytes(4).toString("hex")}`;
+  const tmp = `${path}.new-${tempSuffix()}`;
   const fd = openSync(tmp, "wx");
   try {
     writeSync(fd, content);
@@ -110,7 +110,7 @@ function createExclusive(path: string, content: string): "created" | "exists" {
  * we judged (someone replaced it with a fresh lock meanwhile), it is put back.
  */
 function removeStale(path: string, seen: string): void {
-  const aside = `${path}.stale-${process.pid}-${randomBytes(4).toString("hex")}`;
+  const aside = `${path}.stale-${tempSuffix()}`;
   try {
     renameSync(path, aside);
   } catch (e) {
