@@ -174,6 +174,151 @@ describe("computeFingerprint", () => {
   });
 });
 
+// The bytes hashed must never change by accident: state files saved earlier must keep
+// skipping. These hashes were computed by the encoder of commit ef3532b; the arguments cover
+// short ASCII strings, non-ASCII paths and env values, an astral character, a lone surrogate,
+// an unset env var, strings of more than 256 characters, sizes above 2^32 and the directory
+// marker.
+describe("pinned fingerprints", () => {
+  const pinDigest = (seed: number) => Uint8Array.from({ length: 32 }, (_, i) => (i * 7 + seed) & 0xff);
+  const file = (seed: number, mode: number, size: number): FileHash => ({ digest: pinDigest(seed), mode, size, mtimeMs: 1_700_000_000_000.25, ino: seed });
+  const dir: FileHash = { digest: DIR_DIGEST, mode: 0o40755, size: 4096, mtimeMs: 1, ino: 2 };
+  const cases: Array<{ args: FingerprintArgs; digest: string; bytes: string }> = [
+    {
+      args: {
+        key: "cp in/f1.txt out/f1.txt @ ./",
+        inputs: [["./", dir], ["in/f1.txt", file(1, 0o100644, 11)], ["out/", dir]],
+        env: [],
+        outputs: [["out/f1.txt", file(2, 0o100644, 11)]],
+      },
+      digest: "1900ab99aa12f4dde0fefee44eb395bdb80d5e8c3fabcd3c0083a22f0d88530e",
+      bytes:
+        "1900ab99aa12f4dde0fefee44eb395bdb80d5e8c3fabcd3c0083a22f0d88530e" +
+        "ac7d1c04f32d0eaadcf2af7f76e3a474f3a0eaafe8a55fc3a8063c4ef2ce0a92" +
+        "2f3375f49e59fe6d" + "a29b0e0d28705403" + "2f3375f49e59fe6d" + "dff15132d314a99a",
+    },
+    {
+      args: {
+        key: "step:./\ncp in/ä.txt out/ä.txt",
+        inputs: [["in/ä.txt", file(3, 0o100755, 5_000_000_123)], ["./", dir], ["in/\u{1F600}/x", file(4, 0o100644, 0)]],
+        env: [["LANG", null], ["HOME", "/home/ü"], ["EMPTY", ""]],
+        outputs: [["out/ä.txt", file(5, 0o100644, 7)], ["out/b", file(6, 0o100600, 1)]],
+      },
+      digest: "97b4d5e134920fe3bad7b85bbe08d18cfe2aaabdd8d7c9c6cbe3f39f64f547c4",
+      bytes:
+        "97b4d5e134920fe3bad7b85bbe08d18cfe2aaabdd8d7c9c6cbe3f39f64f547c4" +
+        "c713625e94bca9d6c1380f6eac43f62f95beb8bfaec955d51bef4d69a3bffe87" +
+        "2f3375f49e59fe6d" + "ffb095b6cd0151c0" + "d406a13a608d10f3" + "bf123c0c6bccb15e" + "a9cd0ebd21fde348",
+    },
+    {
+      args: {
+        key: `${"x".repeat(1000)} é ${"y".repeat(300)}`,
+        inputs: [[`${"d/".repeat(200)}ünï.txt`, file(7, 0o100644, 3)]],
+        env: [["V", "ascii only"], ["W", "lone \uD800 surrogate"]],
+        outputs: [],
+      },
+      digest: "6b9cdd39143902abf239ea6c5ee219d92da9714df2adc42ceef90d419d3866c8",
+      bytes:
+        "6b9cdd39143902abf239ea6c5ee219d92da9714df2adc42ceef90d419d3866c8" +
+        "9abaadd640a5e201c9064f856d2dde7ea8e2dc2062620675e205a36227b79bea" +
+        "b2a066521e39eafc",
+    },
+  ];
+
+  const check = (): void => {
+    for (const { args, digest, bytes } of cases) {
+      assert.equal(hex(computeDigest(args)), digest);
+      const fp = computeFingerprint(args);
+      assert.equal(hex(fp.digest), digest);
+      const all = Buffer.concat([fp.digest, fp.inpDigest, ...fp.inputs.map(([, h]) => h), ...fp.outputs.map(([, h]) => h)]);
+      assert.equal(hex(all), bytes);
+    }
+  };
+
+  test("digests, input digests and short hashes are those of the earlier encoder", () => {
+    check();
+  });
+
+  test("are the same after the scratch buffer grew", () => {
+    computeDigest({ key: "k".repeat(100_000), inputs: [["é".repeat(50_000), dir]], env: [], outputs: [] });
+    check();
+  });
+});
+
+describe("the hashed bytes", () => {
+  // A plain reimplementation of the documented encoding (see the top of fingerprint.ts).
+  const str = (s: string): Buffer => {
+    const b = Buffer.from(s, "utf8");
+    const head = Buffer.alloc(5);
+    head[0] = 0x01;
+    head.writeUInt32BE(b.length, 1);
+    return Buffer.concat([head, b]);
+  };
+  const num = (x: number): Buffer => {
+    const b = Buffer.alloc(9);
+    b[0] = 0x04;
+    // -0 is hashed as 0: equal numbers must hash equally.
+    b.writeDoubleBE(Object.is(x, -0) ? 0 : x, 1);
+    return b;
+  };
+  const bytes = (d: Uint8Array): Buffer => {
+    const head = Buffer.alloc(5);
+    head[0] = 0x03;
+    head.writeUInt32BE(d.length, 1);
+    return Buffer.concat([head, d]);
+  };
+  const fileHash = (h: FileHash): Buffer => Buffer.concat([num(h.mode), num(h.size), bytes(h.digest)]);
+  const reference = (a: FingerprintArgs): { digest: string; inpDigest: string; shorts: string[] } => {
+    const byName = <T>(list: Array<[string, T]>) => list.slice().sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0));
+    const parts: Buffer[] = [str("tsup-fingerprint/1"), str(a.key), Buffer.of(0x05, 0x01)];
+    const shorts: string[] = [];
+    for (const [path, h] of byName(a.inputs)) {
+      parts.push(str(path), fileHash(h));
+      shorts.push(hex(blake3(fileHash(h)).subarray(0, 8)));
+    }
+    parts.push(Buffer.of(0x05, 0x02));
+    for (const [name, value] of byName(a.env)) parts.push(str(name), value === null ? Buffer.of(0x02) : str(value));
+    const inpDigest = hex(blake3(Buffer.concat(parts)));
+    parts.push(Buffer.of(0x05, 0x03));
+    for (const [path, h] of byName(a.outputs)) {
+      parts.push(str(path), fileHash(h));
+      shorts.push(hex(blake3(fileHash(h)).subarray(0, 8)));
+    }
+    return { digest: hex(blake3(Buffer.concat(parts))), inpDigest, shorts };
+  };
+
+  test("follow the documented token encoding for strings of every kind and length", () => {
+    const strings = [
+      "",
+      "a",
+      "x".repeat(255),
+      "x".repeat(256),
+      "x".repeat(257),
+      `${"x".repeat(255)}é`,
+      `é${"x".repeat(300)}`,
+      "\u007f\u0080",
+      "日本語/ファイル",
+      "emoji \u{1F389}",
+      "lone \uDC00 low and \uD83D high",
+    ];
+    for (const s of strings) {
+      const args: FingerprintArgs = {
+        key: s,
+        inputs: [[s, fh(s)], [`${s}/2`, { digest: DIR_DIGEST, mode: 0o40755, size: 2 ** 40 + 1, mtimeMs: 0, ino: 0 }]],
+        env: [[s, s], [`${s}!`, null]],
+        outputs: [[`${s}.out`, fh("o", { size: -0 })]],
+      };
+      const want = reference(args);
+      const fp = computeFingerprint(args);
+      const label = JSON.stringify(s.slice(0, 20));
+      assert.equal(hex(computeDigest(args)), want.digest, label);
+      assert.equal(hex(fp.digest), want.digest, label);
+      assert.equal(hex(fp.inpDigest), want.inpDigest, label);
+      assert.deepEqual([...fp.inputs, ...fp.outputs].map(([, h]) => hex(h)), want.shorts, label);
+    }
+  });
+});
+
 describe("shortHash", () => {
   test("is 8 bytes and depends on mode, size and digest only", () => {
     const h = shortHash(fh("alpha"));

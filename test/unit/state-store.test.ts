@@ -341,10 +341,12 @@ describe("state store rejects bad files", () => {
     await expectRejected(dir, /unsupported format version 4 \(this tsup reads versions 1 to 3\)/);
   });
 
-  // test/fixtures/state-v<N> holds variedState() as saved by the tsup that wrote version N.
+  // test/fixtures/state-v<N> holds variedState() as saved by the tsup that wrote version N
+  // (state-v3: the tsup of commit ef3532b).
   for (const [version, what] of [
     [1, "file table and steps as msgpack binaries"],
     [2, "all strings in one field, written last"],
+    [3, "saved with fingerprints of separate hashes"],
   ] as const) {
     test(`version ${version} files (${what}) are still read`, async () => {
       const dir = tempStepup();
