@@ -1,8 +1,17 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { blake3 } from "@napi-rs/blake-hash";
-import { computeDigest, computeFingerprint, explainChanges, shortHash, type FingerprintArgs } from "../../src/state/fingerprint.js";
-import { DIR_DIGEST, type FileHash } from "../../src/state/types.js";
+import { computeDigest, computeFingerprint, explainChanges, matchesDigest, shortHash, type FingerprintArgs } from "../../src/state/fingerprint.js";
+import {
+  DIR_DIGEST,
+  fingerprintDigest,
+  hasDigest,
+  inputDigest,
+  inputHash,
+  keepFingerprint,
+  outputHash,
+  type FileHash,
+} from "../../src/state/types.js";
 
 function digestOf(text: string): Uint8Array {
   return new Uint8Array(blake3(Buffer.from(text)));
@@ -40,11 +49,15 @@ describe("computeFingerprint", () => {
     shuffled.outputs.push(["a-first.txt", fh("x")]);
     const withExtra = base();
     withExtra.outputs.unshift(["a-first.txt", fh("x")]);
-    assert.equal(hex(computeFingerprint(base()).digest), hex(a.digest));
-    assert.equal(hex(computeFingerprint(shuffled).digest), hex(computeFingerprint(withExtra).digest));
-    assert.equal(a.digest.length, 32);
-    assert.equal(a.inpDigest.length, 32);
-    assert.notEqual(hex(a.digest), hex(a.inpDigest));
+    assert.equal(hex(fingerprintDigest(computeFingerprint(base()))), hex(fingerprintDigest(a)));
+    assert.equal(hex(fingerprintDigest(computeFingerprint(shuffled))), hex(fingerprintDigest(computeFingerprint(withExtra))));
+    assert.equal(fingerprintDigest(a).length, 32);
+    assert.equal(inputDigest(a).length, 32);
+    // Two digests, then 8 bytes per input (2) and output (1).
+    assert.equal(a.bytes.length, 64 + 8 * 3);
+    assert.equal(hex(a.bytes.subarray(0, 32)), hex(fingerprintDigest(a)));
+    assert.equal(hex(a.bytes.subarray(32, 64)), hex(inputDigest(a)));
+    assert.notEqual(hex(fingerprintDigest(a)), hex(inputDigest(a)));
   });
 
   test("computeDigest gives the full fingerprint's digest, and differs whenever it does", () => {
@@ -58,26 +71,24 @@ describe("computeFingerprint", () => {
     const changedKey = { ...base(), key: "other command" };
     variants.push(changedInput, changedEnv, changedOutput, changedKey);
     const digests = variants.map((v) => hex(computeDigest(v)));
-    variants.forEach((v, i) => assert.equal(digests[i], hex(computeFingerprint(v).digest)));
+    variants.forEach((v, i) => assert.equal(digests[i], hex(fingerprintDigest(computeFingerprint(v)))));
     assert.equal(new Set(digests).size, variants.length);
   });
 
   test("fills sorted per-item records without reordering the caller's arrays", () => {
     const args = base();
     const fp = computeFingerprint(args);
-    assert.deepEqual(
-      fp.inputs.map(([p]) => p),
-      ["./", "a.txt"],
-    );
+    assert.deepEqual(fp.inputs, ["./", "a.txt"]);
     assert.deepEqual(fp.env, [
       ["HOME", "/home/u"],
       ["LANG", null],
     ]);
-    assert.deepEqual(
-      fp.outputs.map(([p]) => p),
-      ["b.txt"],
-    );
-    assert.equal(hex(fp.inputs[1]![1]), hex(shortHash(fh("alpha"))));
+    assert.deepEqual(fp.outputs, ["b.txt"]);
+    // The short hashes follow the sorted paths: "./" first, then a.txt, then the output b.txt.
+    assert.equal(hex(inputHash(fp, 0)), hex(shortHash({ digest: DIR_DIGEST, mode: 0, size: 0, mtimeMs: 0, ino: 0 })));
+    assert.equal(hex(inputHash(fp, 1)), hex(shortHash(fh("alpha"))));
+    assert.equal(hex(outputHash(fp, 0)), hex(shortHash(fh("beta"))));
+    assert.equal(hex(fp.bytes.subarray(64)), hex(inputHash(fp, 0)) + hex(inputHash(fp, 1)) + hex(outputHash(fp, 0)));
     assert.equal(args.inputs[0]![0], "a.txt", "input array of the caller untouched");
   });
 
@@ -103,7 +114,7 @@ describe("computeFingerprint", () => {
     test(`a change of ${what} changes the digest`, () => {
       const args = base();
       change(args);
-      assert.notEqual(hex(computeFingerprint(args).digest), hex(computeFingerprint(base()).digest));
+      assert.notEqual(hex(fingerprintDigest(computeFingerprint(args))), hex(fingerprintDigest(computeFingerprint(base()))));
     });
   }
 
@@ -113,9 +124,10 @@ describe("computeFingerprint", () => {
     args.outputs[0]![1] = fh("beta", { mtimeMs: 6, ino: 1000 });
     const a = computeFingerprint(args);
     const b = computeFingerprint(base());
-    assert.equal(hex(a.digest), hex(b.digest));
-    assert.equal(hex(a.inpDigest), hex(b.inpDigest));
+    assert.equal(hex(fingerprintDigest(a)), hex(fingerprintDigest(b)));
+    assert.equal(hex(inputDigest(a)), hex(inputDigest(b)));
     assert.deepEqual(a.inputs, b.inputs);
+    assert.equal(hex(a.bytes), hex(b.bytes), "short hashes too");
   });
 
   test("inpDigest covers key, inputs and env but not outputs", () => {
@@ -123,16 +135,16 @@ describe("computeFingerprint", () => {
     args.outputs[0]![1] = fh("other output");
     const a = computeFingerprint(args);
     const b = computeFingerprint(base());
-    assert.equal(hex(a.inpDigest), hex(b.inpDigest));
-    assert.notEqual(hex(a.digest), hex(b.digest));
+    assert.equal(hex(inputDigest(a)), hex(inputDigest(b)));
+    assert.notEqual(hex(fingerprintDigest(a)), hex(fingerprintDigest(b)));
     const envChanged = base();
     envChanged.env[0]![1] = "x";
-    assert.notEqual(hex(computeFingerprint(envChanged).inpDigest), hex(b.inpDigest));
+    assert.notEqual(hex(inputDigest(computeFingerprint(envChanged))), hex(inputDigest(b)));
   });
 
   test("word boundaries cannot be shifted between neighbouring strings", () => {
     const mk = (key: string, env: Array<[string, string | null]>, inputs: Array<[string, FileHash]> = []) =>
-      hex(computeFingerprint({ key, inputs, env, outputs: [] }).digest);
+      hex(fingerprintDigest(computeFingerprint({ key, inputs, env, outputs: [] })));
     assert.notEqual(mk("k", [["a", "bc"]]), mk("k", [["ab", "c"]]));
     assert.notEqual(mk("ka", [["b", "c"]]), mk("k", [["ab", "c"]]));
     assert.notEqual(mk("k", [["a", null]]), mk("k", [["a", ""]]));
@@ -158,8 +170,8 @@ describe("computeFingerprint", () => {
       Buffer.of(0x02),
     ]);
     const fp = computeFingerprint({ key: "kéy", inputs: [], env: [["A", null]], outputs: [] });
-    assert.equal(hex(fp.inpDigest), hex(blake3(expected)));
-    assert.equal(hex(fp.digest), hex(blake3(Buffer.concat([expected, Buffer.of(0x05, 0x03)]))));
+    assert.equal(hex(inputDigest(fp)), hex(blake3(expected)));
+    assert.equal(hex(fingerprintDigest(fp)), hex(blake3(Buffer.concat([expected, Buffer.of(0x05, 0x03)]))));
   });
 
   test("long keys and many items grow the scratch buffer correctly", () => {
@@ -168,9 +180,9 @@ describe("computeFingerprint", () => {
     for (let i = 0; i < 3000; i++) inputs.push([`dir/file${i}.txt`, fh(String(i))]);
     const a = computeFingerprint({ key, inputs, env: [], outputs: [] });
     const b = computeFingerprint({ key, inputs: inputs.slice().reverse(), env: [], outputs: [] });
-    assert.equal(hex(a.digest), hex(b.digest));
+    assert.equal(hex(fingerprintDigest(a)), hex(fingerprintDigest(b)));
     inputs[2999]![1] = fh("changed");
-    assert.notEqual(hex(computeFingerprint({ key, inputs, env: [], outputs: [] }).digest), hex(a.digest));
+    assert.notEqual(hex(fingerprintDigest(computeFingerprint({ key, inputs, env: [], outputs: [] }))), hex(fingerprintDigest(a)));
   });
 });
 
@@ -229,9 +241,8 @@ describe("pinned fingerprints", () => {
     for (const { args, digest, bytes } of cases) {
       assert.equal(hex(computeDigest(args)), digest);
       const fp = computeFingerprint(args);
-      assert.equal(hex(fp.digest), digest);
-      const all = Buffer.concat([fp.digest, fp.inpDigest, ...fp.inputs.map(([, h]) => h), ...fp.outputs.map(([, h]) => h)]);
-      assert.equal(hex(all), bytes);
+      assert.equal(hex(fp.bytes), bytes);
+      assert.equal(matchesDigest(args, fp), true);
     }
   };
 
@@ -312,10 +323,56 @@ describe("the hashed bytes", () => {
       const fp = computeFingerprint(args);
       const label = JSON.stringify(s.slice(0, 20));
       assert.equal(hex(computeDigest(args)), want.digest, label);
-      assert.equal(hex(fp.digest), want.digest, label);
-      assert.equal(hex(fp.inpDigest), want.inpDigest, label);
-      assert.deepEqual([...fp.inputs, ...fp.outputs].map(([, h]) => hex(h)), want.shorts, label);
+      assert.equal(hex(fingerprintDigest(fp)), want.digest, label);
+      assert.equal(hex(inputDigest(fp)), want.inpDigest, label);
+      assert.deepEqual([0, 1].map((i) => hex(inputHash(fp, i))).concat(hex(outputHash(fp, 0))), want.shorts, label);
     }
+  });
+});
+
+describe("matchesDigest", () => {
+  test("tells whether arguments give a fingerprint's digest", () => {
+    const fp = computeFingerprint(base());
+    assert.equal(matchesDigest(base(), fp), true);
+    const reordered = base();
+    reordered.inputs.reverse();
+    assert.equal(matchesDigest(reordered, fp), true);
+    const changed = base();
+    changed.outputs[0]![1] = fh("beta!");
+    assert.equal(matchesDigest(changed, fp), false);
+    // Only the digest counts: the input digest and short hashes are for explanations.
+    const other = computeFingerprint(changed);
+    other.bytes.set(fingerprintDigest(fp));
+    assert.equal(matchesDigest(base(), other), true);
+    other.bytes[31] = other.bytes[31]! ^ 1;
+    assert.equal(matchesDigest(base(), other), false);
+  });
+});
+
+describe("hasDigest", () => {
+  test("compares the first 32 bytes of a fingerprint with 32 bytes at an offset", () => {
+    const fp = computeFingerprint(base());
+    const padded = new Uint8Array(40);
+    padded.set(fingerprintDigest(fp), 5);
+    assert.equal(hasDigest(fp, padded, 5), true);
+    assert.equal(hasDigest(fp, padded, 4), false);
+    assert.equal(hasDigest(fp, padded, 9), false, "fewer than 32 bytes left");
+    assert.equal(hasDigest(fp, inputDigest(fp)), false);
+  });
+});
+
+describe("keepFingerprint", () => {
+  test("moves the bytes into a shared slab and keeps them", () => {
+    const a = computeFingerprint(base());
+    const b = computeFingerprint({ ...base(), key: "other" });
+    const before = [hex(a.bytes), hex(b.bytes)];
+    keepFingerprint(a);
+    keepFingerprint(b);
+    assert.deepEqual([hex(a.bytes), hex(b.bytes)], before);
+    assert.equal(a.bytes.buffer, b.bytes.buffer, "one slab for both");
+    assert.ok(a.bytes.buffer.byteLength > a.bytes.length);
+    const again = a.bytes;
+    assert.equal(keepFingerprint(a).bytes, again, "a kept fingerprint is not copied again");
   });
 });
 
