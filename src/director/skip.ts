@@ -2,9 +2,8 @@
 // as they are now and compare with the one recorded after its last successful run. This runs in
 // the director, synchronously: thanks to the stat shortcut a no-op check is a few stat() calls.
 import type { Page } from "../events.js";
-import { computeDigest, computeFingerprint, explainChanges, type FingerprintArgs } from "../state/fingerprint.js";
-import { equalBytes } from "../state/filehash.js";
-import { keepFingerprint, type FileHash, type Fingerprint } from "../state/types.js";
+import { computeFingerprint, explainChanges, matchesDigest, type FingerprintArgs } from "../state/fingerprint.js";
+import { keepFingerprint, NO_ENV, type FileHash, type Fingerprint } from "../state/types.js";
 import type { StepNode } from "../workflow/graph.js";
 import type { FileTable } from "./files.js";
 
@@ -20,7 +19,7 @@ export function fingerprintOf(
   inputs: Array<[string, FileHash]>,
   outputs: Array<[string, FileHash]>,
 ): Fingerprint {
-  // Kept until the end of the session (and saved): digests into slabs, not 6 buffers per step.
+  // Kept until the end of the session (and saved): its bytes go into a slab, not a buffer per step.
   return keepFingerprint(computeFingerprint(fingerprintArgs(step, env, values, inputs, outputs)));
 }
 
@@ -31,7 +30,9 @@ function fingerprintArgs(
   inputs: Array<[string, FileHash]>,
   outputs: Array<[string, FileHash]>,
 ): FingerprintArgs {
-  return { key: step.key, inputs, env: env.map((name) => [name, values[name] ?? null]), outputs };
+  // No new empty list per skip check for the many steps without env vars.
+  const pairs = env.length === 0 ? NO_ENV : env.map((name): [string, string | null] => [name, values[name] ?? null]);
+  return { key: step.key, inputs, env: pairs, outputs };
 }
 
 export function checkSkip(
@@ -71,7 +72,7 @@ export function checkSkip(
     else reasons.push(line("Source file gone", path));
   }
   const args = fingerprintArgs(step, env, values, inputs, outputs);
-  if (reasons.length === 0 && equalBytes(computeDigest(args), record.fingerprint.digest)) {
+  if (reasons.length === 0 && matchesDigest(args, record.fingerprint)) {
     step.fingerprint = record.fingerprint;
     return { skip: true };
   }
@@ -93,7 +94,7 @@ export function sourcePaths(step: StepNode, fingerprint: Fingerprint | null): st
   for (const file of step.requires) own.add(file.path);
   for (const file of step.outputs) own.add(file.path);
   const sources: string[] = [];
-  for (const [path] of fingerprint.inputs) if (!own.has(path)) sources.push(path);
+  for (const path of fingerprint.inputs) if (!own.has(path)) sources.push(path);
   return sources;
 }
 

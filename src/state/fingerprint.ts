@@ -8,7 +8,18 @@
 // exact without a second integer encoding. mtime and inode are deliberately absent: `touch` or a
 // copy must not force a rerun when the content is the same.
 import { blake3UrlSafeBase64 } from "@napi-rs/blake-hash";
-import type { FileHash, Fingerprint } from "./types.js";
+import {
+  FP_DIGEST_LEN,
+  FP_SHORT_LEN,
+  NO_ENV,
+  fingerprintDigest,
+  fingerprintLength,
+  hasDigest,
+  inputHash,
+  outputHash,
+  type FileHash,
+  type Fingerprint,
+} from "./types.js";
 
 const T_STR = 0x01;
 const T_NULL = 0x02;
@@ -26,10 +37,8 @@ const MARK_OUTPUTS = 0x03;
  */
 const DOMAIN = "tsup-fingerprint/1";
 
-const SHORT_LEN = 8;
-
-// One scratch buffer reused by every call: computeFingerprint runs once per step for up to
-// 100,000 steps, and allocating per call would dominate the cost of hashing a few hundred bytes.
+// One scratch buffer reused by every call: a skip check runs once per step for up to 100,000
+// steps, and allocating per call would dominate the cost of hashing a few hundred bytes.
 let buf = Buffer.allocUnsafe(64 * 1024);
 let pos = 0;
 
@@ -90,11 +99,10 @@ function putFileHash(h: FileHash): void {
 // a cheap string that we decode into a scratch buffer instead.
 const decoded = Buffer.allocUnsafe(48);
 
-function digestOf(bytes: Uint8Array, len = 32): Uint8Array {
-  decoded.write(blake3UrlSafeBase64(bytes), 0, "base64url");
-  const out = new Uint8Array(len);
-  for (let i = 0; i < len; i++) out[i] = decoded[i]!;
-  return out;
+/** The first `len` (at most 32) bytes of BLAKE3 of `buf[from, to)`, into `out` from `at` on. */
+function hashInto(from: number, to: number, out: Uint8Array, at: number, len: number): void {
+  decoded.write(blake3UrlSafeBase64(buf.subarray(from, to)), 0, "base64url");
+  for (let i = 0; i < len; i++) out[at + i] = decoded[i]!;
 }
 
 /** 8 bytes identifying (mode, size, digest) of a file: enough to tell an explanation which item changed. */
@@ -102,16 +110,20 @@ export function shortHash(h: FileHash): Uint8Array {
   // Hashes into the scratch buffer after whatever is there, so it is safe to call mid-fingerprint.
   const start = pos;
   putFileHash(h);
-  const out = digestOf(buf.subarray(start, pos), SHORT_LEN);
+  const out = new Uint8Array(FP_SHORT_LEN);
+  hashInto(start, pos, out, 0, FP_SHORT_LEN);
   pos = start;
   return out;
 }
 
-const EMPTY = new Uint8Array(0);
-
 function byFirst<T>(a: [string, T], b: [string, T]): number {
   // Code-unit order, not localeCompare: the order must not depend on the user's locale.
   return a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0;
+}
+
+/** `list` sorted by name, in a copy when it has more than one item. */
+function sortedByFirst<T>(list: Array<[string, T]>): Array<[string, T]> {
+  return list.length > 1 ? list.slice().sort(byFirst) : list;
 }
 
 export interface FingerprintArgs {
@@ -124,58 +136,87 @@ export interface FingerprintArgs {
 }
 
 export function computeFingerprint(args: FingerprintArgs): Fingerprint {
-  return encode(args, true) as Fingerprint;
+  const inputs = sortedByFirst(args.inputs);
+  const env = sortedByFirst(args.env);
+  const outputs = sortedByFirst(args.outputs);
+  const bytes = new Uint8Array(fingerprintLength(inputs.length, outputs.length));
+  encode(args.key, inputs, env, outputs, bytes, bytes);
+  const inputPaths = new Array<string>(inputs.length);
+  for (let i = 0; i < inputs.length; i++) inputPaths[i] = inputs[i]![0];
+  const outputPaths = new Array<string>(outputs.length);
+  for (let i = 0; i < outputs.length; i++) outputPaths[i] = outputs[i]![0];
+  let envCopy = NO_ENV;
+  if (env.length > 0) {
+    envCopy = new Array<[string, string | null]>(env.length);
+    for (let i = 0; i < env.length; i++) envCopy[i] = [env[i]![0], env[i]![1]];
+  }
+  return { bytes, inputs: inputPaths, env: envCopy, outputs: outputPaths };
 }
 
+/** The digest of the last computeDigest or matchesDigest call. */
+const scratchDigest = new Uint8Array(FP_DIGEST_LEN);
+
 /**
- * Just `computeFingerprint(args).digest`: what a skip check compares. It skips the per-file short
+ * Just the digest of `computeFingerprint(args)`, in a new array. It skips the per-file short
  * hashes and the input digest, which only explanations need (a no-op run of thousands of steps
  * would otherwise hash five times as often).
  */
 export function computeDigest(args: FingerprintArgs): Uint8Array {
-  return encode(args, false).digest;
+  encode(args.key, sortedByFirst(args.inputs), sortedByFirst(args.env), sortedByFirst(args.outputs), null, scratchDigest);
+  return scratchDigest.slice();
 }
 
-function encode(args: FingerprintArgs, full: boolean): Fingerprint | { digest: Uint8Array } {
-  const inputs = args.inputs.length > 1 ? args.inputs.slice().sort(byFirst) : args.inputs;
-  const env = args.env.length > 1 ? args.env.slice().sort(byFirst) : args.env;
-  const outputs = args.outputs.length > 1 ? args.outputs.slice().sort(byFirst) : args.outputs;
+/** Whether `args` give the digest of `fp`: a skip check, as computeDigest but allocating nothing. */
+export function matchesDigest(args: FingerprintArgs, fp: Fingerprint): boolean {
+  encode(args.key, sortedByFirst(args.inputs), sortedByFirst(args.env), sortedByFirst(args.outputs), null, scratchDigest);
+  return hasDigest(fp, scratchDigest);
+}
 
+/**
+ * Hash the sorted lists. The digest goes to `digest` (from index 0); when `full` is given, the
+ * input digest and the short hashes go there, at their places in Fingerprint.bytes.
+ */
+function encode(
+  key: string,
+  inputs: Array<[string, FileHash]>,
+  env: Array<[string, string | null]>,
+  outputs: Array<[string, FileHash]>,
+  full: Uint8Array | null,
+  digest: Uint8Array,
+): void {
   pos = 0;
   putStr(DOMAIN);
-  putStr(args.key);
+  putStr(key);
   putMark(MARK_INPUTS);
-  const inpShort: Array<[string, Uint8Array]> = new Array(inputs.length);
+  let short = 2 * FP_DIGEST_LEN;
   for (let i = 0; i < inputs.length; i++) {
-    const [path, h] = inputs[i]!;
-    putStr(path);
+    const item = inputs[i]!;
+    putStr(item[0]);
     const start = pos;
-    putFileHash(h);
-    if (full) inpShort[i] = [path, digestOf(buf.subarray(start, pos), SHORT_LEN)];
+    putFileHash(item[1]);
+    if (full !== null) hashInto(start, pos, full, short, FP_SHORT_LEN);
+    short += FP_SHORT_LEN;
   }
   putMark(MARK_ENV);
-  const envCopy: Array<[string, string | null]> = new Array(env.length);
   for (let i = 0; i < env.length; i++) {
-    const [name, value] = env[i]!;
-    putStr(name);
+    const item = env[i]!;
+    putStr(item[0]);
+    const value = item[1];
     if (value === null) putNull();
     else putStr(value);
-    envCopy[i] = [name, value];
   }
-  const inpDigest = full ? digestOf(buf.subarray(0, pos)) : EMPTY;
+  if (full !== null) hashInto(0, pos, full, FP_DIGEST_LEN, FP_DIGEST_LEN);
   putMark(MARK_OUTPUTS);
-  const outShort: Array<[string, Uint8Array]> = new Array(outputs.length);
   for (let i = 0; i < outputs.length; i++) {
-    const [path, h] = outputs[i]!;
-    putStr(path);
+    const item = outputs[i]!;
+    putStr(item[0]);
     const start = pos;
-    putFileHash(h);
-    if (full) outShort[i] = [path, digestOf(buf.subarray(start, pos), SHORT_LEN)];
+    putFileHash(item[1]);
+    if (full !== null) hashInto(start, pos, full, short, FP_SHORT_LEN);
+    short += FP_SHORT_LEN;
   }
-  const digest = digestOf(buf.subarray(0, pos));
+  hashInto(0, pos, digest, 0, FP_DIGEST_LEN);
   pos = 0;
-  if (!full) return { digest };
-  return { digest, inpDigest, inputs: inpShort, env: envCopy, outputs: outShort };
 }
 
 const LABEL_WIDTH = 20;
@@ -201,21 +242,27 @@ function sortedUnion(a: Map<string, unknown>, b: Map<string, unknown>): string[]
 
 function compareFiles(
   what: "input" | "output",
-  old: Array<[string, Uint8Array]>,
-  now: Array<[string, Uint8Array]>,
+  old: Map<string, Uint8Array>,
+  now: Map<string, Uint8Array>,
   changed: string[],
   same: string[],
 ): void {
-  const o = new Map(old);
-  const n = new Map(now);
-  for (const path of sortedUnion(o, n)) {
-    const a = o.get(path);
-    const b = n.get(path);
+  for (const path of sortedUnion(old, now)) {
+    const a = old.get(path);
+    const b = now.get(path);
     if (a === undefined) changed.push(line(`Added ${what}`, path));
     else if (b === undefined) changed.push(line(`Removed ${what}`, path));
     else if (sameBytes(a, b)) same.push(line(`Same ${what}`, path));
     else changed.push(line(`Modified ${what}`, path));
   }
+}
+
+/** Short hash of every input or output of `fp` by path. */
+function shortHashes(fp: Fingerprint, what: "input" | "output"): Map<string, Uint8Array> {
+  const map = new Map<string, Uint8Array>();
+  if (what === "input") fp.inputs.forEach((path, i) => map.set(path, inputHash(fp, i)));
+  else fp.outputs.forEach((path, i) => map.set(path, outputHash(fp, i)));
+  return map;
 }
 
 /**
@@ -225,7 +272,7 @@ function compareFiles(
 export function explainChanges(old: Fingerprint, now: Fingerprint): { changed: string[]; same: string[] } {
   const changed: string[] = [];
   const same: string[] = [];
-  compareFiles("input", old.inputs, now.inputs, changed, same);
+  compareFiles("input", shortHashes(old, "input"), shortHashes(now, "input"), changed, same);
   const o = new Map(old.env);
   const n = new Map(now.env);
   for (const name of sortedUnion(o, n)) {
@@ -238,10 +285,10 @@ export function explainChanges(old: Fingerprint, now: Fingerprint): { changed: s
       else changed.push(line("Modified env var", `${name} ${showValue(a)} ➜ ${showValue(b)}`));
     }
   }
-  compareFiles("output", old.outputs, now.outputs, changed, same);
+  compareFiles("output", shortHashes(old, "output"), shortHashes(now, "output"), changed, same);
   // Only the step key is hashed without a per-item record; if nothing else differs but the
   // digests do, the key (command or workdir) is what changed.
-  if (changed.length === 0 && !sameBytes(old.digest, now.digest)) {
+  if (changed.length === 0 && !sameBytes(fingerprintDigest(old), fingerprintDigest(now))) {
     changed.push(line("Modified step", "command or workdir"));
   }
   return { changed, same };

@@ -21,7 +21,20 @@ import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from "node:f
 import { crc32 } from "node:zlib";
 import { sameDefinition, sameWork, type StepDefinition } from "../workflow/definition.js";
 import { stepKey } from "../workflow/graph.js";
-import { sharedDirDigest, type Amended, type FileHash, type Fingerprint, type GlobRecord, type SavedState, type SavedStep } from "./types.js";
+import {
+  FP_DIGEST_LEN,
+  FP_SHORT_LEN as SHORT_LEN,
+  fingerprintLength,
+  keptAlloc,
+  NO_ENV,
+  sharedDirDigest,
+  type Amended,
+  type FileHash,
+  type Fingerprint,
+  type GlobRecord,
+  type SavedState,
+  type SavedStep,
+} from "./types.js";
 import { randomHex } from "./random.js";
 import { VarintReader, VarintWriter } from "./varint.js";
 
@@ -34,8 +47,6 @@ const FRAME_LEN = 8;
 /** Larger than any real entry (a step with a million inputs is ~50 MB): garbage, not a length. */
 const MAX_ENTRY = 256 * 1024 * 1024;
 const ENTRY_TAG = 1;
-const FP_DIGEST_LEN = 32;
-const SHORT_LEN = 8;
 
 /** A step record without its place in the saved list: the journal names steps by key. */
 export type StepRecord = Omit<SavedStep, "creator" | "orphan">;
@@ -123,9 +134,9 @@ class EntryWriter extends VarintWriter {
     for (let i = 0; i < items.length; i++) this.str(items[i]!);
   }
 
-  bytes(b: Uint8Array, len?: number): void {
-    if (len === undefined) this.uint(b.length);
-    else if (b.length !== len) throw new TypeError(`journal: expected ${len} bytes, got ${b.length}`);
+  /** The length of `b`, then its bytes. */
+  bytes(b: Uint8Array): void {
+    this.uint(b.length);
     this.room(b.length);
     this.buf.set(b, this.pos);
     this.pos += b.length;
@@ -142,11 +153,20 @@ class EntryWriter extends VarintWriter {
     this.byte((d.optional ? 1 : 0) | (d.block ? 2 : 0));
   }
 
-  shortList(items: Array<[string, Uint8Array]>): void {
-    this.uint(items.length);
-    for (const [path, h] of items) {
-      this.str(path);
-      this.bytes(h, SHORT_LEN);
+  /** `len` bytes of `b` from `at` on, as they are. */
+  rawBytes(b: Uint8Array, at: number, len: number): void {
+    this.room(len);
+    const buf = this.buf;
+    for (let k = 0; k < len; k++) buf[this.pos + k] = b[at + k]!;
+    this.pos += len;
+  }
+
+  /** Each path followed by its short hash, which is in `b` from `at` on (Fingerprint.bytes). */
+  shortList(paths: readonly string[], b: Uint8Array, at: number): void {
+    this.uint(paths.length);
+    for (let i = 0; i < paths.length; i++) {
+      this.str(paths[i]!);
+      this.rawBytes(b, at + SHORT_LEN * i, SHORT_LEN);
     }
   }
 
@@ -187,15 +207,21 @@ class EntryWriter extends VarintWriter {
     const fp = s.fingerprint;
     this.byte(fp === null ? 0 : 1);
     if (fp !== null) {
-      this.bytes(fp.digest, FP_DIGEST_LEN);
-      this.bytes(fp.inpDigest, FP_DIGEST_LEN);
-      this.shortList(fp.inputs);
+      const b = fp.bytes;
+      const ni = fp.inputs.length;
+      if (b.length !== fingerprintLength(ni, fp.outputs.length)) {
+        throw new TypeError(`journal: expected ${fingerprintLength(ni, fp.outputs.length)} fingerprint bytes, got ${b.length}`);
+      }
+      // The entry keeps the layout it had when fingerprints held each hash apart: each short
+      // hash follows its path.
+      this.rawBytes(b, 0, 2 * FP_DIGEST_LEN);
+      this.shortList(fp.inputs, b, 2 * FP_DIGEST_LEN);
       this.uint(fp.env.length);
       for (const [name, value] of fp.env) {
         this.str(name);
         this.strOrNull(value);
       }
-      this.shortList(fp.outputs);
+      this.shortList(fp.outputs, b, 2 * FP_DIGEST_LEN + SHORT_LEN * ni);
     }
     this.uint(e.children.length);
     for (const c of e.children) this.definition(c);
@@ -367,10 +393,19 @@ class EntryReader extends VarintReader {
     return { command, workdir, inp, out, vol, env, pool, optional: (flags & 1) !== 0, block: (flags & 2) !== 0 };
   }
 
-  shortList(): Array<[string, Uint8Array]> {
+  /**
+   * Paths each followed by a short hash; the hashes' positions in `buf` are appended to
+   * `hashesAt`.
+   */
+  shortList(hashesAt: number[]): string[] {
     const n = this.count(1 + SHORT_LEN);
-    const out = new Array<[string, Uint8Array]>(n);
-    for (let i = 0; i < n; i++) out[i] = [this.str(), this.bytes(SHORT_LEN)];
+    const out = new Array<string>(n);
+    for (let i = 0; i < n; i++) {
+      out[i] = this.str();
+      if (this.end - this.pos < SHORT_LEN) this.fail("data ends early");
+      hashesAt.push(this.pos);
+      this.pos += SHORT_LEN;
+    }
     return out;
   }
 
@@ -407,14 +442,23 @@ class EntryReader extends VarintReader {
     this.field = "fingerprint";
     let fingerprint: Fingerprint | null = null;
     if (this.flag()) {
-      const digest = this.bytes(FP_DIGEST_LEN);
-      const inpDigest = this.bytes(FP_DIGEST_LEN);
-      const inputs = this.shortList();
+      const digestsAt = this.pos;
+      this.bytes(2 * FP_DIGEST_LEN);
+      const hashesAt: number[] = [];
+      const inputs = this.shortList(hashesAt);
       const nEnv = this.count(2);
-      const env = new Array<[string, string | null]>(nEnv);
+      const env = nEnv === 0 ? NO_ENV : new Array<[string, string | null]>(nEnv);
       for (let i = 0; i < nEnv; i++) env[i] = [this.str(), this.strOrNull()];
-      const outputs = this.shortList();
-      fingerprint = { digest, inpDigest, inputs, env, outputs };
+      const outputs = this.shortList(hashesAt);
+      // Gathered into one array in a slab: the entry's layout interleaves hashes and paths, and
+      // views would keep the whole journal buffer alive.
+      const bytes = keptAlloc(fingerprintLength(inputs.length, outputs.length));
+      bytes.set(this.buf.subarray(digestsAt, digestsAt + 2 * FP_DIGEST_LEN));
+      for (let k = 0; k < hashesAt.length; k++) {
+        const at = hashesAt[k]!;
+        bytes.set(this.buf.subarray(at, at + SHORT_LEN), 2 * FP_DIGEST_LEN + SHORT_LEN * k);
+      }
+      fingerprint = { bytes, inputs, env, outputs };
     }
     this.field = "children";
     const nChildren = this.count(8);

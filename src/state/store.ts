@@ -52,6 +52,10 @@ import { isGeneration } from "./journal.js";
 import { tempSuffix } from "./random.js";
 import { VarintReader, VarintWriter } from "./varint.js";
 import {
+  fingerprintLength,
+  FP_DIGEST_LEN,
+  FP_SHORT_LEN,
+  NO_ENV,
   registerCompactBuffer,
   type Fingerprint,
   type GlobRecord,
@@ -133,8 +137,6 @@ const FLAG_OPTIONAL = 2;
 const FLAG_BLOCK = 4;
 const FLAG_ALL = FLAG_ORPHAN | FLAG_OPTIONAL | FLAG_BLOCK;
 
-const SHORT_LEN = 8;
-const FP_DIGEST_LEN = 32;
 const FILE_COLUMNS = 4;
 /** size, mtimeMs and ino of one file in `raw`. */
 const STAT_BYTES = 24;
@@ -312,19 +314,21 @@ class Encoder {
 
   private fingerprint(fp: Fingerprint, i: number, s: SavedStep): void {
     const t = this.tokens;
-    if (fp.digest.length !== FP_DIGEST_LEN || fp.inpDigest.length !== FP_DIGEST_LEN) {
-      invalid(`step ${i}: fingerprint digests must have ${FP_DIGEST_LEN} bytes`);
+    const b = fp.bytes;
+    if (!(b instanceof Uint8Array) || b.length !== fingerprintLength(fp.inputs.length, fp.outputs.length)) {
+      invalid(`step ${i}: fingerprint bytes must be two ${FP_DIGEST_LEN}-byte digests and ${FP_SHORT_LEN} bytes per input and output`);
     }
-    this.put(fp.digest);
-    this.put(fp.inpDigest);
-    this.shortList(fp.inputs, i, s);
+    // The file stores the two digests, then the short hashes of the inputs and of the outputs:
+    // the layout of Fingerprint.bytes, so they go to `raw` in one piece.
+    this.put(b);
+    this.pathList(fp.inputs, s);
     t.uint(fp.env.length);
     for (const [name, value] of fp.env) {
       if (value !== null && typeof value !== "string") invalid(`step ${i}: env value must be a string or null`);
       t.uint(this.id(name));
       t.uint(value === null ? 0 : this.id(value) + 1);
     }
-    this.shortList(fp.outputs, i, s);
+    this.pathList(fp.outputs, s);
   }
 
   /**
@@ -332,14 +336,13 @@ class Encoder {
    * for a path not among those, 2 * (string index) + 1. Nearly every fingerprint path is one of
    * the step's own, and finding it there is far cheaper than the string table's map lookup.
    */
-  private shortList(items: Array<[string, Uint8Array]>, i: number, s: SavedStep): void {
+  private pathList(paths: readonly string[], s: SavedStep): void {
     const t = this.tokens;
-    t.uint(items.length);
-    for (const [path, h] of items) {
-      if (!(h instanceof Uint8Array) || h.length !== SHORT_LEN) invalid(`step ${i}: short hashes must have 8 bytes`);
+    t.uint(paths.length);
+    for (let k = 0; k < paths.length; k++) {
+      const path = paths[k]!;
       const local = localIndex(s, path);
       t.uint(local >= 0 ? 2 * local : 2 * this.id(path) + 1);
-      this.put(h);
     }
   }
 }
@@ -880,29 +883,31 @@ class Reader extends VarintReader {
     return view;
   }
 
-  /** A fingerprint's paths and short hashes; from version 2 on, paths may refer to the step's own (Encoder.shortList). */
-  shortList(workdir: string, inp: string[], out: string[]): Array<[string, Uint8Array]> {
+  /**
+   * A fingerprint's paths; from version 2 on, paths may refer to the step's own (Encoder.pathList).
+   * Their short hashes are in `raw`, read by the caller.
+   */
+  pathList(workdir: string, inp: string[], out: string[]): string[] {
     const n = this.count(1);
     if (n === 0) return NONE;
-    const list = new Array<[string, Uint8Array]>(n);
+    const list = new Array<string>(n);
     for (let i = 0; i < n; i++) {
-      let path: string;
-      if (this.version === 1) path = this.str();
-      else {
-        const v = this.uint();
-        if (v % 2 === 1) {
-          const k = (v - 1) / 2;
-          if (k >= this.strings.length) this.fail(`string index ${k} out of range`);
-          path = this.strings[k]!;
-        } else {
-          const j = v / 2;
-          if (j === 0) path = workdir;
-          else if (j <= inp.length) path = inp[j - 1]!;
-          else if (j <= inp.length + out.length) path = out[j - 1 - inp.length]!;
-          else this.fail(`path ${j} of the step out of range`);
-        }
+      if (this.version === 1) {
+        list[i] = this.str();
+        continue;
       }
-      list[i] = [path, this.bytes(SHORT_LEN)];
+      const v = this.uint();
+      if (v % 2 === 1) {
+        const k = (v - 1) / 2;
+        if (k >= this.strings.length) this.fail(`string index ${k} out of range`);
+        list[i] = this.strings[k]!;
+      } else {
+        const j = v / 2;
+        if (j === 0) list[i] = workdir;
+        else if (j <= inp.length) list[i] = inp[j - 1]!;
+        else if (j <= inp.length + out.length) list[i] = out[j - 1 - inp.length]!;
+        else this.fail(`path ${j} of the step out of range`);
+      }
     }
     return list;
   }
@@ -1003,14 +1008,14 @@ class Reader extends VarintReader {
     this.atField = "fingerprint";
     let fingerprint: Fingerprint | null = null;
     if (this.flag()) {
-      const digest = this.bytes(FP_DIGEST_LEN);
-      const inpDigest = this.bytes(FP_DIGEST_LEN);
-      const inputs = this.shortList(workdir, inp, out);
+      const inputs = this.pathList(workdir, inp, out);
       const nEnv = this.count(2);
-      const fpEnv = nEnv === 0 ? NONE : new Array<[string, string | null]>(nEnv);
+      const fpEnv = nEnv === 0 ? NO_ENV : new Array<[string, string | null]>(nEnv);
       for (let j = 0; j < nEnv; j++) fpEnv[j] = [this.str(), this.strOrNull()];
-      const outputs = this.shortList(workdir, inp, out);
-      fingerprint = { digest, inpDigest, inputs, env: fpEnv, outputs };
+      const outputs = this.pathList(workdir, inp, out);
+      // Digests and short hashes are contiguous in `raw` (Encoder.fingerprint): one view.
+      const bytes = this.bytes(fingerprintLength(inputs.length, outputs.length));
+      fingerprint = { bytes, inputs, env: fpEnv, outputs };
     }
     return {
       command,

@@ -44,14 +44,14 @@ function digest(seed: number, len = 32): Uint8Array {
 
 function fingerprint(seed: number): Fingerprint {
   return {
-    digest: digest(seed),
-    inpDigest: digest(seed + 1),
-    inputs: [["in.txt", digest(seed + 2, 8)]],
+    // Digest, input digest, then the short hashes of the input and of the output.
+    bytes: new Uint8Array(Buffer.concat([digest(seed), digest(seed + 1), digest(seed + 2, 8), digest(seed + 3, 8)])),
+    inputs: ["in.txt"],
     env: [
       ["HOME", "/home/me"],
       ["UNSET", null],
     ],
-    outputs: [["out.txt", digest(seed + 3, 8)]],
+    outputs: ["out.txt"],
   };
 }
 
@@ -135,6 +135,21 @@ function plain(x: unknown): unknown {
     return Object.fromEntries(Object.entries(x).map(([k, v]) => [k, plain(v)]));
   }
   return x;
+}
+
+/** fullEntry() with a fingerprint of two inputs, two env vars and two outputs. */
+function wideEntry(): JournalEntry {
+  const e = fullEntry();
+  e.step.fingerprint = {
+    bytes: new Uint8Array(Buffer.concat([digest(20), digest(21), digest(22, 8), digest(23, 8), digest(24, 8), digest(25, 8)])),
+    inputs: ["sub/a", "sub/plan.ts"],
+    env: [
+      ["A", "1"],
+      ["B", null],
+    ],
+    outputs: ["sub/b", "sub/o"],
+  };
+  return e;
 }
 
 function writeJournal(dir: string, generation: string, entries: JournalEntry[]): string {
@@ -242,6 +257,36 @@ describe("journal format", () => {
     assert.equal(parseJournal(Buffer.concat([whole, good])).entries.length, 2);
   });
 
+  test("entries keep the layout of earlier journals", () => {
+    // wideEntry() as the tsup before compact fingerprints (commit ef3532b) encoded it, each
+    // short hash after its path: a journal left by that tsup must still be read.
+    const earlier = [
+      "cd9e4d430902000001092e2f706c616e2e7473047375622f010b7375622f706c616e2e747301057375622f6f01057375",
+      "622f760101410101700301092e2f706c616e2e7473020c7375622f646174612e747874087375622f6469722f02017000",
+      "0000000000004001710000000000000c400102052a2e74787409247b787d2f2a2e6d640201780164095f5f70726f746f",
+      "5f5f0170047375622f01097375622f612e7478740101010767656e2e74787401086d6f72652e74787400010142016c73",
+      "7a81888f969da4abb2b9c0c7ced5dce3eaf1f8ff060d141b222930373e458b9299a0a7aeb5bcc3cad1d8dfe6edf4fb02",
+      "0910171e252c333a41484f565d6402057375622f61aab1b8bfc6cdd4db0b7375622f706c616e2e7473c9d0d7dee5ecf3",
+      "fa02014101013101420002057375622f62e8eff6fd040b1219057375622f6f070e151c232a3138020663702061206202",
+      "2e2f01057375622f6101057375622f620000010170000a6563686f2078203e2079067375622f782f0001077375622f78",
+      "2f7900000000020b7375622f706c616e2e7473201f262d343b424950575e656c737a81888f969da4abb2b9c0c7ced5dc",
+      "e3eaf1f8a48302000000000040594000148056febc7842000000000093b040057375622f6f203e454c535a61686f767d",
+      "848b9299a0a7aeb5bcc3cad1d8dfe6edf4fb02091017a48302000000000080594000248056febc7842000000000094b0",
+      "40",
+    ].join("");
+    assert.equal(encodeEntry(wideEntry()).toString("hex"), earlier);
+    const dir = tempStepup();
+    const header = readFileSync(writeJournal(dir, newGeneration(), [entry("x", null)])).subarray(0, 28);
+    const journal = Buffer.concat([header, Buffer.from(earlier, "hex")]);
+    const read = parseJournal(journal);
+    assert.equal(read.problem, undefined);
+    assert.equal(read.entries.length, 1);
+    assert.deepEqual(plain(read.entries[0]), plain(wideEntry()));
+    const fp = read.entries[0]!.step.fingerprint!;
+    assert.equal(fp.bytes.length, 64 + 8 * 4);
+    assert.notEqual(fp.bytes.buffer, journal.buffer, "the fingerprint keeps no view into the journal");
+  });
+
   test("values the reader would refuse are not written", () => {
     const dir = tempStepup();
     const w = new JournalWriter(join(dir, JOURNAL_FILE), newGeneration());
@@ -249,8 +294,12 @@ describe("journal format", () => {
     bad.step.pools = [["p", Number.NaN]];
     assert.throws(() => w.append(bad), /finite/);
     const short = entry("b", null);
-    short.step.fingerprint!.digest = new Uint8Array(5);
-    assert.throws(() => w.append(short), /32 bytes/);
+    short.step.fingerprint!.bytes = new Uint8Array(5);
+    assert.throws(() => w.append(short), /expected 80 fingerprint bytes, got 5/);
+    // One short hash per input and output: an extra path without one is refused.
+    const unhashed = entry("b", null);
+    unhashed.step.fingerprint!.outputs = ["out.txt", "more.txt"];
+    assert.throws(() => w.append(unhashed), /expected 88 fingerprint bytes, got 80/);
     w.append(entry("c", null));
     w.close();
     assert.deepEqual(readJournal(join(dir, JOURNAL_FILE)).entries.map((e) => e.step.command), ["c"]);

@@ -31,6 +31,14 @@ function bytes(...values: number[]): Uint8Array {
   return Uint8Array.from(values);
 }
 
+function concat(...parts: Uint8Array[]): Uint8Array {
+  return new Uint8Array(Buffer.concat(parts));
+}
+
+function hex(b: Uint8Array): string {
+  return Buffer.from(b).toString("hex");
+}
+
 function digest(seed: number): Uint8Array {
   const d = new Uint8Array(32);
   for (let i = 0; i < 32; i++) d[i] = (seed * 31 + i * 7) & 0xff;
@@ -139,7 +147,7 @@ function variedState(): SavedState {
         { patterns: [], subs: {}, workdir: "sub/", deferred: true, matches: [] },
       ],
       amended: { inp: [], out: [], vol: [], env: [] },
-      fingerprint: { digest: digest(9), inpDigest: digest(10), inputs: [], env: [], outputs: [["o", bytes(1, 2, 3, 4, 5, 6, 7, 8)]] },
+      fingerprint: { bytes: concat(digest(9), digest(10), bytes(1, 2, 3, 4, 5, 6, 7, 8)), inputs: [], env: [], outputs: ["o"] },
     }),
   ];
   return { files, steps };
@@ -192,7 +200,7 @@ describe("state store round trip", () => {
     assert.equal(result.state.steps[0]!.amended, null);
     assert.equal(result.state.steps[0]!.fingerprint, null);
     assert.equal(Object.getPrototypeOf(result.state.files.get("plan.ts")!.digest), Uint8Array.prototype);
-    assert.equal(Object.getPrototypeOf(s1.fingerprint!.digest), Uint8Array.prototype);
+    assert.equal(Object.getPrototypeOf(s1.fingerprint!.bytes), Uint8Array.prototype);
   });
 
   test("commands and paths of every msgpack string size round-trip", async () => {
@@ -341,10 +349,12 @@ describe("state store rejects bad files", () => {
     await expectRejected(dir, /unsupported format version 4 \(this tsup reads versions 1 to 3\)/);
   });
 
-  // test/fixtures/state-v<N> holds variedState() as saved by the tsup that wrote version N.
+  // test/fixtures/state-v<N> holds variedState() as saved by the tsup that wrote version N
+  // (state-v3: the tsup of commit ef3532b).
   for (const [version, what] of [
     [1, "file table and steps as msgpack binaries"],
     [2, "all strings in one field, written last"],
+    [3, "saved with fingerprints of separate hashes"],
   ] as const) {
     test(`version ${version} files (${what}) are still read`, async () => {
       const dir = tempStepup();
@@ -367,7 +377,7 @@ describe("state store rejects bad files", () => {
           creator: -1,
           inp: ["a"],
           out: ["b"],
-          fingerprint: { digest: digest(1), inpDigest: digest(2), inputs: [["./", h], ["a", h], ["c", h]], env: [], outputs: [["b", h]] },
+          fingerprint: { bytes: concat(digest(1), digest(2), h, h, h, bytes(9, 9, 9, 9, 9, 9, 9, 9)), inputs: ["./", "a", "c"], env: [], outputs: ["b"] },
         }),
       ],
     };
@@ -375,7 +385,10 @@ describe("state store rejects bad files", () => {
     // No file table: every string is one of the rest.
     assert.deepEqual(top["strings"], []);
     assert.deepEqual(top["moreStrings"], ["./", "a", "b", "c"]);
-    const { tokens } = split(top);
+    const { tokens, digests } = split(top);
+    // The fingerprint's hashes as they have always been stored: digest, input digest, then the
+    // short hashes of the inputs and of the output.
+    assert.equal(hex(digests), hex(concat(digest(1), digest(2), h, h, h, bytes(9, 9, 9, 9, 9, 9, 9, 9))));
     // workdir, creator + 1, flags, inp, out, vol, env, pool, statics, pools, globs, amended, then
     // the fingerprint: inputs ./ (own path 0), a (own path 1), c (string 3), no env, output b (own path 2).
     assert.deepEqual([...tokens], [0, 0, 0, 1, 1, 1, 2, 0, 0, 0, 0, 0, 0, 0, 1, 3, 0, 2, 7, 0, 1, 4]);
