@@ -206,7 +206,8 @@ export function stateToSave(session: Session, complete: boolean): SavedState {
     for (let i = 0; i < step.requires.length; i++) relevantNode(step.requires[i]!);
     for (let i = 0; i < step.outputs.length; i++) relevantNode(step.outputs[i]!);
     // Their hashes are kept too, or every run would hash them afresh and find the state changed.
-    for (const path of sourcePaths(step, saved.fingerprint)) files.add(path);
+    const sources = sourcePaths(step, saved.fingerprint);
+    for (let i = 0; i < sources.length; i++) files.add(sources[i]!);
   }
   if (!complete) {
     for (const record of session.oldSteps) {

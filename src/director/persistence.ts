@@ -288,7 +288,8 @@ export function entryFor(step: StepNode, files: FileTable): JournalEntry {
   // Called for every step that succeeds: no intermediate arrays of paths.
   for (const f of step.requires) add(f.path);
   for (const f of step.outputs) add(f.path);
-  for (const path of sourcePaths(step, record.fingerprint)) add(path);
+  const sources = sourcePaths(step, record.fingerprint);
+  for (let i = 0; i < sources.length; i++) add(sources[i]!);
   return {
     step: record,
     creator: step.creator ? step.creator.key : null,

@@ -50,14 +50,17 @@ export function checkSkip(
   const reasons: string[] = [];
   const globReason = globChange(step);
   if (globReason) reasons.push(globReason);
+  // Indexed loops: for-of allocates in code not yet optimized, and this runs once per step.
   const inputs: Array<[string, FileHash]> = [];
-  for (const file of step.requires) {
+  for (let i = 0; i < step.requires.length; i++) {
+    const file = step.requires[i]!;
     const outcome = files.hash(file.path);
     if (outcome.kind !== "ok") reasons.push(line("Unusable input", `${file.path} (${outcome.kind === "missing" ? "missing" : outcome.message})`));
     else inputs.push([file.path, outcome.hash]);
   }
   const outputs: Array<[string, FileHash]> = [];
-  for (const file of step.outputs) {
+  for (let i = 0; i < step.outputs.length; i++) {
+    const file = step.outputs[i]!;
     const outcome = files.hash(file.path);
     if (outcome.kind !== "ok") reasons.push(line("Missing output", file.path));
     else outputs.push([file.path, outcome.hash]);
@@ -66,7 +69,9 @@ export function checkSkip(
     return { skip: false, reasons, same: [] };
   }
   // Hashed again like inputs, so that a changed or deleted one makes the step run again.
-  for (const path of sourcePaths(step, record.fingerprint)) {
+  const sources = sourcePaths(step, record.fingerprint);
+  for (let i = 0; i < sources.length; i++) {
+    const path = sources[i]!;
     const outcome = files.hash(path);
     if (outcome.kind === "ok") inputs.push([path, outcome.hash]);
     else reasons.push(line("Source file gone", path));
@@ -81,6 +86,9 @@ export function checkSkip(
   return { skip: false, reasons: [...reasons, ...changed], same };
 }
 
+/** What sourcePaths returns for nearly every step: one frozen list rather than a new one each. */
+const NO_PATHS: readonly string[] = Object.freeze([]);
+
 /**
  * The source files a fingerprint of `step` covers besides the step's own paths: what its
  * TypeScript loader read (modules a plan imported, its tsconfig.json; see Session.resultHashes).
@@ -88,8 +96,8 @@ export function checkSkip(
  * Without any, a fingerprint has exactly one input per required path: that check is all most
  * steps cost.
  */
-export function sourcePaths(step: StepNode, fingerprint: Fingerprint | null): string[] {
-  if (fingerprint === null || fingerprint.inputs.length <= step.requires.length) return [];
+export function sourcePaths(step: StepNode, fingerprint: Fingerprint | null): readonly string[] {
+  if (fingerprint === null || fingerprint.inputs.length <= step.requires.length) return NO_PATHS;
   const own = new Set<string>();
   for (const file of step.requires) own.add(file.path);
   for (const file of step.outputs) own.add(file.path);
