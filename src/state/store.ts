@@ -43,12 +43,12 @@ import { copyFile, mkdir, open, rename, unlink, type FileHandle } from "node:fs/
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import type { Duplex } from "node:stream";
-// The subpaths are msgpackr without its native string extractor and streams: loading those took
-// about 14 ms of every start, and decoding a 100,000-step state was no slower without them.
+// The subpath is msgpackr without its native string extractor and streams: loading those took
+// about 14 ms of every start. Reading uses a decoder of our own (msgpack-read.ts).
 import { Packr } from "msgpackr/pack";
-import { Unpackr } from "msgpackr/unpack";
 import { DIGEST_SLOT, emptyState, FileHashes, type FileColumns, type SlotFinder } from "./filehashes.js";
 import { isGeneration } from "./journal.js";
+import { decodeMsgpack } from "./msgpack-read.js";
 import { tempSuffix } from "./random.js";
 import { VarintReader, VarintWriter } from "./varint.js";
 import {
@@ -1074,7 +1074,7 @@ function decodeSplit(head: Buffer, raw: Buffer): { state: SavedState; generation
 function decodeDocument(packed: Buffer, rawBytes?: Buffer): { state: SavedState; generation?: string } {
   let top: unknown;
   try {
-    top = new Unpackr({ useRecords: false, mapsAsObjects: true }).unpack(packed);
+    top = decodeMsgpack(packed);
   } catch (e) {
     corrupt(`not valid msgpack data (${errorText(e)})`);
   }

@@ -419,6 +419,13 @@ describe("state store rejects bad files", () => {
   });
 
   test("structurally invalid content never yields a partial state", async () => {
+    // A key left out, rather than set to undefined: msgpack has no undefined (msgpackr writes an
+    // extension type for it, which the state file never contains).
+    const without = (doc: Record<string, unknown>, key: string): Record<string, unknown> => {
+      const copy = { ...doc };
+      delete copy[key];
+      return copy;
+    };
     const good = new Unpackr({ useRecords: false }).unpack(encodeState(variedState())) as Record<string, unknown>;
     const g = split(good);
     const raw = (tokens: Uint8Array, digests: Uint8Array = g.digests): Buffer => Buffer.concat([digests, g.paths, g.modes, g.lens, tokens]);
@@ -434,8 +441,8 @@ describe("state store rejects bad files", () => {
       ["step bytes", { ...good, stepBytes: -1 }, /stepBytes: expected a count/],
       ["file count", { ...good, fileCount: "3" }, /fileCount: expected a count/],
       ["pool sizes", { ...good, poolSizes: [2, "x"] }, /pool size x is not a number/],
-      ["missing strings", { ...good, strings: undefined }, /strings: expected an array/],
-      ["missing moreStrings", { ...good, moreStrings: undefined }, /moreStrings: expected an array/],
+      ["missing strings", without(good, "strings"), /strings: expected an array/],
+      ["missing moreStrings", without(good, "moreStrings"), /moreStrings: expected an array/],
       ["v1 file column", { ...good, version: 1, steps: g.tokens, raw: g.digests, files: [1, Buffer.alloc(4), Buffer.alloc(4)] }, /files: expected 4 columns/],
     ];
     for (const [name, doc, why] of cases) {
