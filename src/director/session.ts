@@ -13,7 +13,7 @@ import { Scheduler } from "../scheduler/scheduler.js";
 import type { FileHash, Fingerprint, GlobRecord, SavedState, SavedStep } from "../state/types.js";
 import type { RunRequest, RunResult } from "../workers/protocol.js";
 import { definitionOf, sameWork } from "../workflow/definition.js";
-import { Graph, stepKey, type StepDefinition, type StepNode } from "../workflow/graph.js";
+import { addGlob, addRescheduleDue, clearRescheduleDue, Graph, stepKey, type StepDefinition, type StepNode } from "../workflow/graph.js";
 import { FileTable } from "./files.js";
 import { checkSkip, explainPages, fingerprintOf } from "./skip.js";
 import { globChanged } from "./globs.js";
@@ -270,7 +270,7 @@ export class Session implements RpcHandler {
     }
     for (let i = 0; i < record.globs.length; i++) {
       const glob = record.globs[i]!;
-      step.globs.push(glob);
+      addGlob(step, glob);
       if (glob.deferred) {
         const problem = this.registerDeferred(step, glob);
         if (problem) problems.push(problem);
@@ -449,7 +449,7 @@ export class Session implements RpcHandler {
         pages: [{ title: "Rescheduling due to unavailable amended inputs", text: due.join("\n") }, ...output],
         durationMs: result.durationMs,
       });
-      step.rescheduleDueTo = [];
+      clearRescheduleDue(step);
       this.graph.reschedule(step);
       return;
     }
@@ -590,7 +590,7 @@ export class Session implements RpcHandler {
           const problem = this.registerDeferred(step, record);
           if (problem) return problem;
         }
-        step.globs.push(record);
+        addGlob(step, record);
         return undefined;
       }
     }
@@ -685,7 +685,7 @@ export class Session implements RpcHandler {
     const r = this.graph.amendStep(step, inp, out, vol);
     if (!r.ok) throw new Error(r.error);
     this.graph.addEnv(step, env);
-    step.rescheduleDueTo.push(...r.value.missing);
+    addRescheduleDue(step, r.value.missing);
     return { keepGoing: r.value.missing.length === 0, missing: r.value.missing };
   }
 

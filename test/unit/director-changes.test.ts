@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { ChangeRecorder, entriesBelow } from "../../src/director/changes.js";
 import type { TsupEvent } from "../../src/events.js";
-import { Graph, type StepDefinition } from "../../src/workflow/graph.js";
+import { addGlob, Graph, type StepDefinition } from "../../src/workflow/graph.js";
 
 function def(command: string, parts: Partial<StepDefinition> = {}): StepDefinition {
   return { command, workdir: "./", inp: [], out: [], vol: [], env: [], pool: null, optional: false, block: false, ...parts };
@@ -28,8 +28,8 @@ function workflow(): Graph {
   plan.state = "running";
   unwrap(g.declareStatic(plan, ["src/in.txt"]));
   unwrap(g.defineStep(plan, def("cp src/in.txt out.txt", { inp: ["src/in.txt"], out: ["out.txt"], vol: ["log.txt"] })));
-  plan.globs.push({ patterns: ["data/*/raw/*.csv"], subs: {}, workdir: "./", matches: ["data/a/raw/1.csv"], deferred: false });
-  plan.globs.push({ patterns: ["**/*.md"], subs: {}, workdir: "deep/", matches: [], deferred: false });
+  addGlob(plan, { patterns: ["data/*/raw/*.csv"], subs: {}, workdir: "./", matches: ["data/a/raw/1.csv"], deferred: false });
+  addGlob(plan, { patterns: ["**/*.md"], subs: {}, workdir: "deep/", matches: [], deferred: false });
   return g;
 }
 
