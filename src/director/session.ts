@@ -19,7 +19,8 @@ import { checkSkip, explainPages, fingerprintOf } from "./skip.js";
 import { globChanged } from "./globs.js";
 import { compilePattern, type CompiledPattern } from "../glob/pattern.js";
 
-const NO_INDICES: readonly number[] = [];
+/** The children of a record that defined none (nearly all): one frozen list, not one each. */
+const NO_INDICES: readonly number[] = Object.freeze([]);
 
 /** What the session needs from the worker pool (src/workers/pool.ts implements it). */
 export interface Runner {
@@ -301,6 +302,7 @@ export class Session implements RpcHandler {
 
   /** Define a step and attach its record from the previous run if its definition is unchanged. */
   private define(creator: StepNode | null, def: StepDefinition): { ok: true } | { ok: false; error: string } {
+    // Most workflows have no deferred globs: then there is nothing to check, nor a list to build.
     if (this.deferred.length > 0) {
       const deferredProblem = this.checkAgainstDeferred(def.inp, [...def.out, ...def.vol]);
       if (deferredProblem) return { ok: false, error: deferredProblem };
