@@ -33,37 +33,34 @@ class HeadReader {
     if (this.pos + n > this.buf.length) throw new MsgpackError(`truncated at byte ${this.pos}`);
   }
 
+  /** Step over the next `n` bytes (they must be there); returns where they start. */
+  private take(n: number): number {
+    this.need(n);
+    const at = this.pos;
+    this.pos += n;
+    return at;
+  }
+
   private u8(): number {
-    this.need(1);
-    return this.buf[this.pos++]!;
+    return this.buf[this.take(1)]!;
   }
 
   private u16(): number {
-    this.need(2);
-    const v = this.buf.readUInt16BE(this.pos);
-    this.pos += 2;
-    return v;
+    return this.buf.readUInt16BE(this.take(2));
   }
 
   private u32(): number {
-    this.need(4);
-    const v = this.buf.readUInt32BE(this.pos);
-    this.pos += 4;
-    return v;
+    return this.buf.readUInt32BE(this.take(4));
   }
 
   private str(n: number): string {
-    this.need(n);
-    const start = this.pos;
-    this.pos += n;
-    return this.buf.toString("utf8", start, start + n);
+    const at = this.take(n);
+    return this.buf.toString("utf8", at, at + n);
   }
 
   private bin(n: number): Buffer {
-    this.need(n);
-    const start = this.pos;
-    this.pos += n;
-    return this.buf.subarray(start, start + n);
+    const at = this.take(n);
+    return this.buf.subarray(at, at + n);
   }
 
   private array(n: number, depth: number): unknown[] {
@@ -155,13 +152,9 @@ class HeadReader {
       case 0xc6:
         return this.bin(this.u32());
       case 0xca:
-        this.need(4);
-        this.pos += 4;
-        return buf.readFloatBE(at + 1);
+        return buf.readFloatBE(this.take(4));
       case 0xcb:
-        this.need(8);
-        this.pos += 8;
-        return buf.readDoubleBE(at + 1);
+        return buf.readDoubleBE(this.take(8));
       case 0xcc:
         return this.u8();
       case 0xcd:
@@ -169,25 +162,15 @@ class HeadReader {
       case 0xce:
         return this.u32();
       case 0xcf:
-        this.need(8);
-        this.pos += 8;
-        return Number(buf.readBigUInt64BE(at + 1));
+        return Number(buf.readBigUInt64BE(this.take(8)));
       case 0xd0:
-        this.need(1);
-        this.pos += 1;
-        return buf.readInt8(at + 1);
+        return buf.readInt8(this.take(1));
       case 0xd1:
-        this.need(2);
-        this.pos += 2;
-        return buf.readInt16BE(at + 1);
+        return buf.readInt16BE(this.take(2));
       case 0xd2:
-        this.need(4);
-        this.pos += 4;
-        return buf.readInt32BE(at + 1);
+        return buf.readInt32BE(this.take(4));
       case 0xd3:
-        this.need(8);
-        this.pos += 8;
-        return Number(buf.readBigInt64BE(at + 1));
+        return Number(buf.readBigInt64BE(this.take(8)));
       case 0xd9:
         return this.str(this.u8());
       case 0xda:
