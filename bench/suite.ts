@@ -171,7 +171,7 @@ function sh(cmd: string, args: string[]): string {
  */
 function snapshotTsup(bin: string, into: string): string {
   const root = resolve(dirname(bin), "..");
-  if (!existsSync(join(root, "dist/cli/main.js"))) usage(`${root} has no dist/: run npm run build first`);
+  if (!existsSync(join(root, "dist/cli/bundle.cjs"))) usage(`${root} has no dist/cli/bundle.cjs: run npm run build first`);
   const dest = join(into, "tsup-under-test");
   mkdirSync(dest, { recursive: true });
   for (const p of ["bin", "dist", "package.json"]) cpSync(join(root, p), join(dest, p), { recursive: true });

@@ -15,6 +15,7 @@ import type { Controller } from "../director/controller.js";
 import { readKeys } from "../tui/keys.js";
 import type { Tui } from "../tui/start.js";
 import { parseWorkers } from "./workers-option.js";
+import { esmImport } from "./esm-import.js";
 
 interface BuildFlags {
   nonInteractive?: boolean;
@@ -160,7 +161,7 @@ async function main(argv: string[]): Promise<number> {
   let sink: EventSink;
   if (useTui) {
     // ink and react take about half a second to load: only when the live view is used.
-    const { startTui } = await import("../tui/start.js");
+    const { startTui } = (await esmImport(new URL("../tui/start.js", import.meta.url).href)) as typeof import("../tui/start.js");
     tui = startTui({
       stdout: process.stdout,
       stdin: process.stdin,
