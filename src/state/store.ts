@@ -38,7 +38,7 @@
 // checked into fresh objects first, and any problem yields an empty state plus a warning (and a
 // copy of the bad file for a bug report). Starting from scratch only costs a rebuild; a wrong
 // fingerprint could skip a step that must run.
-import { constants as fsConstants } from "node:fs";
+import { closeSync, constants as fsConstants, fstatSync, openSync, readSync } from "node:fs";
 import { copyFile, mkdir, open, rename, unlink, type FileHandle } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { join } from "node:path";
@@ -54,6 +54,7 @@ import { isGeneration } from "./journal.js";
 import { decodeMsgpack } from "./msgpack-read.js";
 import { tempSuffix } from "./random.js";
 import { VarintReader, VarintWriter } from "./varint.js";
+import { isXz, xzDecompressSync } from "./xz-read.js";
 import {
   fingerprintLength,
   FP_DIGEST_LEN,
@@ -109,11 +110,11 @@ const XZ_THREADS = 2;
 // lzma-native ships no type declarations; this is the part of its API we use.
 interface LzmaNative {
   createCompressor(options: { preset: number; threads?: number }): Duplex;
-  decompress(data: Buffer, options?: { flags?: number }): Promise<Buffer>;
-  isXZ(data: Buffer): boolean;
-  CONCATENATED: number;
 }
-const lzma = createRequire(import.meta.url)("lzma-native") as LzmaNative;
+// Loaded when a state is saved: reading needs only its native binding (xz-read.ts), and loading
+// the package itself (with readable-stream) took about 10 ms of every start.
+let lzmaPackage: LzmaNative | undefined;
+const lzma = (): LzmaNative => (lzmaPackage ??= createRequire(import.meta.url)("lzma-native") as LzmaNative);
 
 export interface LoadWarning {
   /** One line for the report. */
@@ -644,7 +645,7 @@ export function writeStoredXz(data: Buffer[]): Buffer[] {
 }
 
 /** Reads `len` bytes at `pos` of the state file (fewer only at its end). */
-type ReadAt = (pos: number, len: number) => Promise<Buffer>;
+type ReadAt = (pos: number, len: number) => Buffer;
 
 /** Chunks read at a time by readStoredXz: 1 MiB of data. */
 const CHUNKS_PER_READ = 16;
@@ -659,11 +660,11 @@ const CHUNKS_PER_READ = 16;
  * and faster. The frame is compared byte for byte with the one the writer would produce, and
  * the data is checked against the stream's CRC32.
  */
-async function readStoredXz(size: number, readAt: ReadAt): Promise<{ before: Buffer; data: Buffer } | undefined> {
+function readStoredXz(size: number, readAt: ReadAt): { before: Buffer; data: Buffer } | undefined {
   // Footer (12 bytes) and the index before it: 0x00, count 1, unpadded and uncompressed size
   // (varints), padding, CRC32. 64 bytes hold every such index.
   const tailLen = Math.min(size, 64);
-  const tail = await readAt(size - tailLen, tailLen);
+  const tail = readAt(size - tailLen, tailLen);
   if (tail.length !== tailLen || tailLen < 12 + 8) return undefined;
   const indexSize = (tail.readUInt32LE(tailLen - 8) + 1) * 4;
   const indexAt = tailLen - 12 - indexSize;
@@ -691,7 +692,7 @@ async function readStoredXz(size: number, readAt: ReadAt): Promise<{ before: Buf
   const blockStart = indexStart - 4 - f.paddedSize - f.blockHeader.length;
   const streamStart = blockStart - f.streamHeader.length;
   if (streamStart <= 0) return undefined;
-  const headers = await readAt(streamStart, f.streamHeader.length + f.blockHeader.length);
+  const headers = readAt(streamStart, f.streamHeader.length + f.blockHeader.length);
   if (!same(f.streamHeader, headers, 0) || !same(f.blockHeader, headers, f.streamHeader.length)) return undefined;
 
   const data = Buffer.allocUnsafeSlow(length);
@@ -701,7 +702,7 @@ async function readStoredXz(size: number, readAt: ReadAt): Promise<{ before: Buf
   for (let c0 = 0; c0 < nChunks; c0 += CHUNKS_PER_READ) {
     const c1 = Math.min(nChunks, c0 + CHUNKS_PER_READ);
     const wanted = (c1 - c0 - 1) * stride + 3 + Math.min(LZMA2_CHUNK, length - (c1 - 1) * LZMA2_CHUNK);
-    const block = await readAt(chunkStart + c0 * stride, wanted);
+    const block = readAt(chunkStart + c0 * stride, wanted);
     if (block.length !== wanted) corrupt("xz data is damaged or truncated (stored data ends early)");
     for (let c = c0; c < c1; c++) {
       const at = (c - c0) * stride;
@@ -714,16 +715,16 @@ async function readStoredXz(size: number, readAt: ReadAt): Promise<{ before: Buf
   }
   // The end byte and the block padding (all zero), then the check.
   const endLen = 1 + f.paddedSize - f.compressedSize;
-  const end = await readAt(chunkStart + f.compressedSize - 1, endLen + 4);
+  const end = readAt(chunkStart + f.compressedSize - 1, endLen + 4);
   if (end.length !== endLen + 4) corrupt("xz data is damaged or truncated (stored data ends early)");
   for (let i = 0; i < endLen; i++) if (end[i] !== 0) corrupt("xz data is damaged or truncated (bad end of stored data)");
   if (end.readUInt32LE(endLen) !== crc32(data) >>> 0) corrupt("xz data is damaged or truncated (stored data fails its check)");
-  return { before: await readAt(0, streamStart), data };
+  return { before: readAt(0, streamStart), data };
 }
 
 /** The complete file contents for a state, as a list of buffers to write in order. */
 export async function encodeFile(state: SavedState, generation?: string): Promise<Buffer[]> {
-  const stream = lzma.createCompressor({ preset: XZ_PRESET, threads: XZ_THREADS });
+  const stream = lzma().createCompressor({ preset: XZ_PRESET, threads: XZ_THREADS });
   const out: Buffer[] = [];
   const done = new Promise<void>((resolve, reject) => {
     stream.on("data", (b: Buffer) => out.push(b));
@@ -1171,16 +1172,20 @@ export async function keepCopy(file: string): Promise<string | undefined> {
   return undefined;
 }
 
-async function readDocument(fh: FileHandle): Promise<{ state: SavedState; generation?: string }> {
-  const { size } = await fh.stat();
+/**
+ * Read and decode the state file open as `fd`. Synchronous: nothing else runs while a run starts,
+ * and each asynchronous read or decompression would only add a trip through libuv's threads.
+ */
+function readDocument(fd: number): { state: SavedState; generation?: string } {
+  const { size } = fstatSync(fd);
   if (size === 0) corrupt("the file is empty");
-  const readAt: ReadAt = async (pos, len) => {
+  const readAt: ReadAt = (pos, len) => {
     const b = Buffer.allocUnsafe(len);
     let got = 0;
     while (got < len) {
       let bytesRead: number;
       try {
-        ({ bytesRead } = await fh.read(b, got, len - got, pos + got));
+        bytesRead = readSync(fd, b, got, len - got, pos + got);
       } catch (e) {
         corrupt(`cannot read the file (${errorText(e)})`);
       }
@@ -1189,13 +1194,12 @@ async function readDocument(fh: FileHandle): Promise<{ state: SavedState; genera
     }
     return got === len ? b : b.subarray(0, got);
   };
-  const magic = await readAt(0, 6);
-  if (!lzma.isXZ(magic)) corrupt("not an xz-compressed file");
-  const stored = await readStoredXz(size, readAt);
+  if (!isXz(readAt(0, 6))) corrupt("not an xz-compressed file");
+  const stored = readStoredXz(size, readAt);
   if (stored !== undefined) {
     let head: Buffer;
     try {
-      head = await lzma.decompress(stored.before, { flags: lzma.CONCATENATED });
+      head = xzDecompressSync(stored.before);
     } catch (e) {
       corrupt(`xz data is damaged or truncated (${errorText(e)})`);
     }
@@ -1204,8 +1208,8 @@ async function readDocument(fh: FileHandle): Promise<{ state: SavedState; genera
   }
   let packed: Buffer;
   try {
-    // CONCATENATED: the file is two xz streams (see the top of this module).
-    packed = await lzma.decompress(await readAt(0, size), { flags: lzma.CONCATENATED });
+    // The file is two xz streams (see the top of this module), decoded as one.
+    packed = xzDecompressSync(readAt(0, size));
   } catch (e) {
     corrupt(`xz data is damaged or truncated (${errorText(e)})`);
   }
@@ -1220,18 +1224,18 @@ export async function loadState(stepupDir: string): Promise<LoadResult> {
   const file = join(stepupDir, STATE_FILE);
   let reason: string;
   try {
-    let fh: FileHandle;
+    let fd: number;
     try {
-      fh = await open(file, "r");
+      fd = openSync(file, "r");
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === "ENOENT") return { state: emptyState(), loaded: false };
       corrupt(`cannot read the file (${errorText(e)})`);
     }
     let doc: { state: SavedState; generation?: string };
     try {
-      doc = await readDocument(fh);
+      doc = readDocument(fd);
     } finally {
-      await fh.close().catch(() => undefined);
+      closeSync(fd);
     }
     const result: LoadResult = { state: doc.state, loaded: true };
     if (doc.generation !== undefined) result.generation = doc.generation;
