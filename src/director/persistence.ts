@@ -53,7 +53,8 @@ export async function openState(stepupDir: string, sink: EventSink): Promise<Ope
   if (read.exists) {
     const extendsThisFile = loaded.loaded && read.generation !== null && read.generation === loaded.generation;
     if (extendsThisFile) {
-      state = applyJournal(state, read.entries);
+      // The loaded state is not used otherwise: its file table may be updated in place.
+      state = applyJournal(state, read.entries, { consume: true });
       // Entries up to the end marker were left on purpose; later ones by a run that was killed.
       const kept = end !== null && end.generation === read.generation && end.entries <= read.entries.length ? end.entries : 0;
       const n = read.entries.length - kept;

@@ -474,6 +474,24 @@ describe("applying a journal", () => {
     }
   });
 
+  test("consume: the same result, with the input's file table updated in place; refused, the input is untouched", () => {
+    const j = [entry("cp a b", "./plan.ts", { fp: 70, files: [["b", fileHash(5)]] }), entry("cp a b", "./plan.ts", { fp: 72, files: [["b", fileHash(8)]] })];
+    const expected = plain(applyJournal(base(), j));
+    const s = base();
+    const out = applyJournal(s, j, { consume: true });
+    assert.deepEqual(plain(out), expected);
+    assert.equal(out.files, s.files);
+    // The second entry checked against the record, the last one's files win.
+    assert.deepEqual(plain(out.files.get("b")), plain(fileHash(8)));
+    // An entry the short path refuses after one it takes: the general merge gets the input as it was.
+    const refused = base();
+    const before = plain(refused);
+    const mixed = [j[0]!, entry("brand new", "./plan.ts", { files: [["n", fileHash(9)]] })];
+    const merged = applyJournal(refused, mixed, { consume: true });
+    assert.deepEqual(plain(refused), before);
+    assert.deepEqual(plain(merged), plain(applyInGeneral(base(), mixed)));
+  });
+
   test("the merged state can be saved and loaded", async () => {
     const dir = tempStepup();
     const out = applyJournal(base(), [fullEntry(), entry("./plan.ts", null, { children: [def("sub")] })]);
