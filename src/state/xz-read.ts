@@ -12,7 +12,7 @@ import { dirname } from "node:path";
 
 /** The part of lzma-native's native LZMAStream used here (src/lzma-stream.cpp in lzma-native 8). */
 interface NativeStream {
-  /** lzma_stream_decoder(memlimit, flags); null means no memory limit. Returns an LZMA_* code. */
+  /** lzma_stream_decoder(memlimit, flags); null means no memory limit. Throws when it fails. */
   streamDecoder_(memlimit: number | null, flags: number): unknown;
   /** Feed input (null: finish). With async false, bufferHandler is called before this returns. */
   code(input: Buffer | null, async: boolean): void;
