@@ -83,12 +83,16 @@ export class Session implements RpcHandler {
   /** Running steps with the time they started (ms, from opts.now). */
   readonly running = new Map<StepNode, number>();
   /**
-   * Steps whose command is over but whose result is not recorded yet. While there are any, the
-   * START lines of steps started in the meantime wait (deferredStarts), so that the log never
-   * shows a step of a pool starting before the previous one in that pool has finished.
+   * Steps whose command is over but whose result is not recorded yet, by exit number (exits
+   * counts the steps whose command ended). The START line of a step that starts meanwhile waits
+   * in deferredStarts until every step that ended before it started is recorded, so that the log
+   * never shows a step of a pool starting before the previous one in that pool has finished. A
+   * lane goes on to its next step by itself, so a step can even end before the one before it on
+   * its lane is recorded: its own result then waits for its START line (startShown).
    */
-  private unfinished = 0;
-  private readonly deferredStarts: TsupEvent[] = [];
+  private readonly unrecorded = new Set<number>();
+  private exits = 0;
+  private readonly deferredStarts: Array<{ event: TsupEvent; after: number; shown: () => void }> = [];
   private pumpScheduled = false;
   private idleWaiters: Array<() => void> = [];
   stopping = false;
@@ -150,6 +154,8 @@ export class Session implements RpcHandler {
 
   private checkIdle(): void {
     if (this.readyHead < this.ready.length || this.running.size > 0 || this.pumpScheduled) return;
+    // Commands that are over but whose results are still coming (large outputs being hashed).
+    if (this.unrecorded.size > 0) return;
     if (this.scheduler.queued > 0 && !this.scheduler.held && !this.stopping) return;
     if (!this.stopping && this.releaseStaleAmendments()) return;
     for (const waiter of this.idleWaiters.splice(0)) waiter();
@@ -344,16 +350,25 @@ export class Session implements RpcHandler {
     step.amendedEnv.clear();
     this.graph.dropAmended(step);
     let started = this.opts.now();
+    // Its exit number, once its command is over (release).
+    let exit = 0;
     // Reported when the command starts: a step may first wait queued behind another on its lane.
     let reported = false;
+    // Set while its START line waits (see unrecorded).
+    let startShown: Promise<void> | null = null;
     const reportStart = (): void => {
       if (reported) return;
       reported = true;
       started = this.opts.now();
       this.running.set(step, started);
       const startEvent: TsupEvent = { kind: "start", step: this.ref(step), time: started };
-      if (this.unfinished > 0) this.deferredStarts.push(startEvent);
-      else this.opts.sink.emit(startEvent);
+      // Steps that ended before this one started; not itself, when it never got to start.
+      const after = exit > 0 ? exit - 1 : this.exits;
+      if (this.unrecorded.size === 0 || this.allRecordedUpTo(after)) {
+        this.opts.sink.emit(startEvent);
+        return;
+      }
+      startShown = new Promise<void>((shown) => this.deferredStarts.push({ event: startEvent, after, shown }));
     };
     let result: RunResult;
     const request = this.requestFor(step);
@@ -363,7 +378,8 @@ export class Session implements RpcHandler {
     const release = (): void => {
       if (released) return;
       released = true;
-      this.unfinished++;
+      exit = ++this.exits;
+      this.unrecorded.add(exit);
       this.running.delete(step);
       this.scheduler.done(pool);
       this.startQueued();
@@ -389,7 +405,7 @@ export class Session implements RpcHandler {
     if (result.withdrawn) {
       // Never started (drain, interrupt): it waits again, unreported, like a queued step.
       step.state = "pending";
-      this.unfinished--;
+      this.unrecorded.delete(exit);
       this.flushDeferredStarts();
       this.schedulePump();
       return;
@@ -397,17 +413,43 @@ export class Session implements RpcHandler {
     // A step that failed before its command could start (a missing input, say) is still shown
     // as started, so that its FAIL follows a START.
     reportStart();
+    // Its result is not shown before its START (which waits for steps that ended before it).
+    if (startShown !== null) await startShown;
     this.counts.ran++;
-    this.complete(step, request, result);
-    this.unfinished--;
-    this.flushDeferredStarts();
-    this.schedulePump();
+    try {
+      this.complete(step, request, result);
+    } finally {
+      // Even after a bug of ours in complete(): the phase must still be able to end.
+      this.unrecorded.delete(exit);
+      this.flushDeferredStarts();
+      this.schedulePump();
+    }
   }
 
+  /** Whether every step whose command ended with an exit number up to `exit` is recorded. */
+  private allRecordedUpTo(exit: number): boolean {
+    for (const pending of this.unrecorded) if (pending <= exit) return false;
+    return true;
+  }
+
+  /**
+   * Show the START lines that no longer wait for anything, in the order the steps started. One
+   * that still waits does not hold back those after it: a step that failed before it could start
+   * waits only for steps that ended before it did, which can be fewer than a step that started
+   * earlier waits for, and that one may be waiting for it to be recorded.
+   */
   private flushDeferredStarts(): void {
-    if (this.unfinished > 0) return;
-    for (const event of this.deferredStarts) this.opts.sink.emit(event);
-    this.deferredStarts.length = 0;
+    if (this.deferredStarts.length === 0) return;
+    let kept = 0;
+    for (const deferred of this.deferredStarts) {
+      if (this.allRecordedUpTo(deferred.after)) {
+        this.opts.sink.emit(deferred.event);
+        deferred.shown();
+      } else {
+        this.deferredStarts[kept++] = deferred;
+      }
+    }
+    this.deferredStarts.length = kept;
   }
 
   private requestFor(step: StepNode): RunRequest {

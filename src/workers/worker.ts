@@ -26,15 +26,25 @@
 // cleaning up (SIGKILL), a watchdog in the launcher's group sees the end of a pipe only the
 // director holds and SIGKILLs the group: no step outlives tsup.
 //
-// Protocol on the launcher's stdin: a line with the number of lines N of the snippet, then N lines
-// of shell code run in the step's subshell (it ends by exec'ing `/bin/sh -c <command>`), then a
-// go line: "g" runs it, "s" skips it. The go line of a step queued behind a running one (queue)
-// is sent once that one is over, unless the step was withdrawn meanwhile; a request is always
-// followed by its own go line before the next request. On its stdout: "+" once the step's
-// subshell exists, then the exit status. Signals are only delivered after the "+": before it
-// they would not reach the step (its subshell does not exist yet) and could cut the launcher's
-// `read` of the request short; a signal requested earlier is held back until then. A line out of
-// place makes the launcher exit rather than guess.
+// Protocol. On the launcher's stdin: a line with the number of lines N of the snippet, then N
+// lines of shell code run in the step's subshell (it ends by exec'ing `/bin/sh -c <command>`).
+// Then, for each request, the launcher reads a go token from its lane's token FIFO (fd 4):
+// "g" runs the step, "s" skips it. The director writes a step's token together with its
+// request, so a step queued behind a running one (queue) starts the moment that one is over,
+// without waiting for the director to hear of it: on a busy 2-core machine the director is
+// often not scheduled right away, and every round trip through it left the lane idle.
+// Withdrawing a queued step (to run it on an idle lane, or not at all) takes its token back:
+// the director also holds the FIFO open, reads what is unread (non-blocking) and, if the token
+// is still there, writes it back as "s". If the launcher has already read it, the step is
+// starting and the withdrawal fails; the step then runs, and a signal meant for it waits for it.
+// Tokens are two bytes and the FIFO only ever holds a few, so reading them back is atomic
+// enough: the launcher reads one byte at a time and simply waits while they are out.
+// On the launcher's stdout: "+" once the step's subshell exists, then the exit status. Signals
+// are only delivered after the "+": before it they would not reach the step (its subshell does
+// not exist yet) and could cut the launcher's `read` of the request short; a signal requested
+// earlier is held back until then. A line out of place, or a read cut short by a signal that
+// came anyway, makes the launcher exit rather than guess: a step it had not started yet runs on
+// a new launcher.
 //
 // Step output goes to files of the launcher, truncated by each step and read after it, in a
 // private temporary directory; steps use two sets in turn, so that a queued step can start
@@ -44,8 +54,19 @@
 // recently deleted inodes), which made every step markedly slower, the steps' own outputs too.
 // The price: a background process that outlives its step and keeps writing to its stdout writes
 // into the output of later steps of the same lane.
-import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, statSync, truncateSync } from "node:fs";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import {
+  closeSync,
+  constants as fsConstants,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeSync,
+} from "node:fs";
 import { constants as osConstants, tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -66,21 +87,21 @@ export interface WorkerOptions {
 }
 
 /**
- * The launcher, run as `/bin/sh -c LAUNCHER_SCRIPT tsup-launcher <stdout file> <stderr file>`,
- * with the director's end of a pipe on fd 3. POSIX sh only.
+ * The launcher, run as `/bin/sh -c LAUNCHER_SCRIPT tsup-launcher <file base>`, with the
+ * director's end of a pipe on fd 3 and its lane's token FIFO on fd 4. POSIX sh only.
  * - The trap makes the launcher survive signals sent to its process group; dash and bash run a
  *   trap only after the foreground subshell has finished, so the status is still reported.
  * - The watchdog ignores those signals, reads fd 3 (nothing is ever written to it) and, at EOF,
  *   i.e. when the director has died, kills the whole group. Its other fds point away from the
- *   launcher's pipes, so it never keeps them open for a dead launcher.
+ *   launcher's pipes and the FIFO, so it never keeps them open for a dead launcher.
  * - A `read` interrupted by such a signal returns non-zero like EOF; `sig` tells them apart.
  * - The subshell redirects with `exec` (no copies of the launcher's fds kept to restore them),
- *   announces itself on fd 3, closes fd 3 so the step cannot hold the protocol pipe, then runs
- *   the snippet.
+ *   closes the FIFO, announces itself on fd 3, closes fd 3 so the step cannot hold the protocol
+ *   pipe, then runs the snippet.
  */
 const LAUNCHER_SCRIPT = `b=$1; k=1; sig=
 trap 'sig=1' HUP INT QUIT TERM USR1 USR2 ALRM
-(trap '' HUP INT QUIT TERM USR1 USR2 ALRM; IFS= read -r _ <&3; kill -s KILL 0) </dev/null >/dev/null 2>&1 &
+(trap '' HUP INT QUIT TERM USR1 USR2 ALRM; IFS= read -r _ <&3; kill -s KILL 0) </dev/null >/dev/null 2>&1 4<&- &
 exec 3<&-
 while :; do
   sig= n=
@@ -89,10 +110,10 @@ while :; do
   s=
   while [ "$n" -gt 0 ]; do IFS= read -r l || exit 0; s="$s$l
 "; n=$((n-1)); done
-  IFS= read -r g || exit 0
+  IFS= read -r g <&4 || exit 0
   case $g in g) ;; s) continue;; *) exit 0;; esac
   k=$((1-k))
-  (exec 3>&1 >"$b$k.o" 2>"$b$k.e" </dev/null; echo + >&3; exec 3>&-; ${ENV_SOURCES_FILE}=$b$k.s; export ${ENV_SOURCES_FILE}; eval "$s")
+  (exec 3>&1 >"$b$k.o" 2>"$b$k.e" </dev/null 4<&-; echo + >&3; exec 3>&-; ${ENV_SOURCES_FILE}=$b$k.s; export ${ENV_SOURCES_FILE}; eval "$s")
   echo $?
 done`;
 
@@ -180,14 +201,14 @@ interface Launcher {
   base: string;
   /** The file set of the step started last (the launcher's k): the next one takes the other. */
   set: number;
-  /** Withdrawn requests still waiting in its pipe for their go line: each gets "s" (skip). */
-  skipsOwed: number;
   /** Its pid, which is also the id of the process group it and the steps run in. */
   pgid: number;
   /** Unparsed tail of its stdout. */
   buf: string;
   /** The process has exited (and was reaped): its pid may be reused, never signal it. */
   exited: boolean;
+  /** Its stdout is closed too: everything it printed has been handled. */
+  closed: boolean;
   /** Resolves once the process has exited. */
   gone: Promise<void>;
 }
@@ -227,12 +248,12 @@ type Stage =
   | { kind: "running"; step: Running };
 
 /**
- * The step a busy lane runs next (see Worker.queue): its request already waits in the launcher's
- * pipe for the go line, or (when it has large inputs to hash first) it is kept until the lane
- * is free.
+ * The step a busy lane runs next (see Worker.queue): its request and go token are written, so
+ * the launcher starts it by itself, or (when it has large inputs to hash first) it is kept until
+ * the lane is free. `signal`: a signal for it that came too late to withdraw it.
  */
 export type Queued =
-  | { kind: "written"; step: Step; launcher: Launcher }
+  | { kind: "written"; step: Step; launcher: Launcher; signal: NodeJS.Signals | null }
   | { kind: "unwritten"; req: RunRequest; done: (result: RunResult) => void; hooks: LaneHooks };
 
 /** What a caller of Worker.run learns before the result. */
@@ -256,6 +277,17 @@ export class Worker {
   private next: Queued | null = null;
   private launchers = 0;
   private closed = false;
+  /**
+   * The director's end of the lane's token FIFO (read-write, non-blocking), kept across
+   * launchers; and its path, which each new launcher gets opened for reading on its fd 4.
+   */
+  private fifo: { fd: number; path: string } | null = null;
+  /**
+   * A queued step was withdrawn while the current one runs: its request and "s" token wait for
+   * the launcher. No step is queued behind this one any more, so that withdrawals cannot pile
+   * up in the FIFO behind one long step.
+   */
+  private revoked = false;
   /** The launcher's environment: the director's plus what every step gets (setCommonEnv). */
   private launcherEnv: NodeJS.ProcessEnv = process.env;
 
@@ -279,8 +311,7 @@ export class Worker {
       this.next === null &&
       this.launcher === stage.step.launcher &&
       !this.launcher.exited &&
-      // A withdrawn request still waits for its skip line, which must come right after it.
-      this.launcher.skipsOwed === 0
+      !this.revoked
     );
   }
 
@@ -344,11 +375,9 @@ export class Worker {
 
   /**
    * Queue a step behind the running one (only when canQueue): its inputs are hashed and its
-   * request written to the launcher now, and the launcher starts it as soon as the running step
-   * is over and the director sends the go line, which is the first thing it does on seeing the
-   * exit status. The lane thus does not wait for the director's bookkeeping between steps. The
-   * go line (rather than the request itself) is what can be held back: until it is sent, the
-   * step can still be withdrawn and run elsewhere, or not at all.
+   * request and go token written now, and the launcher starts it as soon as the running step is
+   * over, without waiting for the director. Until the launcher has read the token, withdraw()
+   * can still take the step back and run it elsewhere, or not at all.
    */
   queue(req: RunRequest, done: (result: RunResult) => void, hooks: LaneHooks = {}): void {
     if (!this.canQueue) {
@@ -365,16 +394,24 @@ export class Worker {
     const step = this.prepare(req, done, hooks, start, outcomes as HashOutcome[]);
     if (step === null) return;
     const launcher = this.launcher!;
-    this.next = { kind: "written", step, launcher };
-    launcher.proc.stdin!.write(step.request);
+    this.next = { kind: "written", step, launcher, signal: null };
+    this.send(launcher, step.request);
   }
 
-  /** Take back the queued step, which has not started (for another lane, or to cancel it). */
+  /**
+   * Take back the queued step (for another lane, or to cancel it). Null when there is none, or
+   * when it is too late: the launcher has taken its go token and is starting it.
+   */
   withdraw(): Queued | null {
     const next = this.next;
     if (next === null) return null;
+    if (next.kind === "written" && !next.launcher.exited) {
+      // Its token is the last one written (dispatch and queue write one only while no step is
+      // queued), so if anything of it is still unread, it is whole.
+      if (!revokeLastToken(this.fifo!.fd)) return null;
+      this.revoked = true;
+    }
     this.next = null;
-    if (next.kind === "written" && !next.launcher.exited) next.launcher.skipsOwed++;
     return next;
   }
 
@@ -389,9 +426,11 @@ export class Worker {
     const stage = this.stage;
     if (stage.kind === "hashing") stage.signal ??= sig;
     else if (stage.kind === "running") this.signalStep(stage.step, sig);
-    // A queued step must not start after this: it is handed back, never having run.
+    // A queued step must not start after this: it is handed back, never having run; or, if it
+    // is starting already, it gets the signal as soon as it has started.
     const queued = this.withdraw();
     if (queued !== null) settleUnstarted(queued);
+    else if (this.next?.kind === "written") this.next.signal ??= sig;
   }
 
   /**
@@ -414,6 +453,10 @@ export class Worker {
     const launcher = this.launcher;
     this.launcher = null;
     if (launcher !== null && !launcher.exited) killGroup(launcher.pgid, "SIGKILL");
+    if (this.fifo !== null) {
+      closeQuietly(this.fifo.fd);
+      this.fifo = null;
+    }
     if (this.tmp !== null) {
       rmSync(this.tmp, { recursive: true, force: true });
       this.tmp = null;
@@ -509,33 +552,51 @@ export class Worker {
       });
       return;
     }
-    const skips = "s\n".repeat(launcher.skipsOwed);
-    launcher.skipsOwed = 0;
-    this.go(step, launcher, skips + step.request);
+    this.send(launcher, step.request);
+    this.running(step, launcher, null);
     step.hooks.started?.();
   }
 
-  /** Start `step` on `launcher`, whose pipe gets `text` and the go line; the lane is then busy. */
-  private go(step: Step, launcher: Launcher, text: string): void {
+  /** Write a request and its go token: the launcher runs it once it is done with those before. */
+  private send(launcher: Launcher, request: string): void {
+    // The token first: the launcher reads it right after the request and should find it there.
+    writeSync(this.fifo!.fd, GO_TOKEN);
+    launcher.proc.stdin!.write(request);
+  }
+
+  /** `step` runs (or is about to) on `launcher`: the lane is busy with it. */
+  private running(step: Step, launcher: Launcher, pending: NodeJS.Signals | null): void {
     launcher.set ^= 1;
-    this.stage = { kind: "running", step: { ...step, launcher, set: launcher.set, started: false, pending: null, delivered: null } };
-    launcher.proc.stdin!.write(text + "g\n");
+    this.stage = { kind: "running", step: { ...step, launcher, set: launcher.set, started: false, pending, delivered: null } };
   }
 
   private startLauncher(): Launcher {
     this.tmp ??= mkdtempSync(join(tmpdir(), "tsup-worker-"));
+    if (this.fifo === null) this.fifo = openTokenFifo(join(this.tmp, "tokens"));
+    // Tokens a dead launcher left unread were for steps it never started.
+    else discardUnread(this.fifo.fd);
+    // The launcher's end is opened apart from ours, so that it blocks on reads where ours does
+    // not (O_NONBLOCK belongs to the open file, which a plain fd passed on would share). Our
+    // read-write end counts as a writer, so this open returns at once.
+    const tokens = openSync(this.fifo.path, fsConstants.O_RDONLY);
     // Per-launcher file names: a dead launcher's step cannot write into a new one's output.
     const base = `${this.tmp}/${++this.launchers}.`;
-    const proc = spawn("/bin/sh", ["-c", LAUNCHER_SCRIPT, "tsup-launcher", base], {
-      cwd: this.root,
-      env: this.launcherEnv,
-      // Steps write to their own files; all the launcher itself would print is the shell's
-      // "Terminated" notice for a step killed by a signal. fd 3 is the watchdog's pipe.
-      stdio: ["pipe", "pipe", "ignore", "pipe"],
-      // New session and process group: terminal signals do not reach steps directly (the
-      // director forwards them), and the group is what kill and cleanup address.
-      detached: true,
-    });
+    let proc: ChildProcess;
+    try {
+      proc = spawn("/bin/sh", ["-c", LAUNCHER_SCRIPT, "tsup-launcher", base], {
+        cwd: this.root,
+        env: this.launcherEnv,
+        // Steps write to their own files; all the launcher itself would print is the shell's
+        // "Terminated" notice for a step killed by a signal. fd 3 is the watchdog's pipe, fd 4
+        // the go tokens.
+        stdio: ["pipe", "pipe", "ignore", "pipe", tokens],
+        // New session and process group: terminal signals do not reach steps directly (the
+        // director forwards them), and the group is what kill and cleanup address.
+        detached: true,
+      });
+    } finally {
+      closeSync(tokens);
+    }
     if (proc.pid === undefined) {
       // spawn() reports ENOENT and friends asynchronously; its 'error' must still be handled.
       proc.on("error", () => {});
@@ -543,7 +604,7 @@ export class Worker {
     }
     let markGone!: () => void;
     const gone = new Promise<void>((r) => (markGone = r));
-    const launcher: Launcher = { proc, base, set: 1, skipsOwed: 0, pgid: proc.pid, buf: "", exited: false, gone };
+    const launcher: Launcher = { proc, base, set: 1, pgid: proc.pid, buf: "", exited: false, closed: false, gone };
     this.launcher = launcher;
     proc.stdout!.setEncoding("latin1");
     proc.stdout!.on("data", (chunk: string) => this.onLauncherOutput(launcher, chunk));
@@ -588,6 +649,7 @@ export class Worker {
   }
 
   private onLauncherGone(launcher: Launcher): void {
+    launcher.closed = true;
     if (this.launcher === launcher) this.launcher = null;
     // Whatever is left in a dead launcher's group (its watchdog, steps' background processes)
     // belongs to no one any more.
@@ -663,13 +725,8 @@ export class Worker {
     const next = this.next;
     this.next = null;
     this.stage = { kind: "idle" };
-    if (next === null) {
-      if (launcher.skipsOwed > 0 && !launcher.exited) {
-        launcher.proc.stdin!.write("s\n".repeat(launcher.skipsOwed));
-      }
-      launcher.skipsOwed = 0;
-      return undefined;
-    }
+    this.revoked = false;
+    if (next === null) return undefined;
     if (this.closed) {
       settleUnstarted(next);
       return undefined;
@@ -682,15 +739,14 @@ export class Worker {
     const started = step.hooks.started;
     // Called by the caller instead (see finish).
     step.hooks = { exited: step.hooks.exited };
-    if (launcher.exited || next.launcher !== launcher) {
-      // Its request died with the launcher it was written to, before it started: a new
-      // launcher runs it.
+    if (launcher.closed || next.launcher !== launcher) {
+      // Its launcher is gone and never reported starting it: a new launcher runs it.
       this.dispatch(step);
       return started;
     }
-    const skips = "s\n".repeat(launcher.skipsOwed);
-    launcher.skipsOwed = 0;
-    this.go(step, launcher, skips);
+    // The launcher went on to it by itself. Should it have died meanwhile, what it still printed
+    // (a "+" or not) decides in onLauncherGone whether the step is retried.
+    this.running(step, launcher, next.signal);
     return started;
   }
 
@@ -834,4 +890,65 @@ function readOutput(path: string): string {
     }
   }
   return data.length === 0 ? "" : data.toString("utf8");
+}
+
+const GO_TOKEN = Buffer.from("g\n");
+const G = 0x67;
+const NEWLINE = 0x0a;
+const SKIP = 0x73;
+
+/**
+ * Create a lane's token FIFO and open the director's end: read-write, so that it never blocks on
+ * open and the FIFO lives as long as it is open; non-blocking, so that reading back tokens
+ * (revokeLastToken) never waits.
+ */
+function openTokenFifo(path: string): { fd: number; path: string } {
+  // Node has no mkfifo(); this runs once per lane.
+  execFileSync("mkfifo", ["-m", "600", path], { stdio: "ignore" });
+  return { fd: openSync(path, fsConstants.O_RDWR | fsConstants.O_NONBLOCK), path };
+}
+
+/** Everything unread in the FIFO, taken out of it. */
+function takeUnread(fd: number): Buffer {
+  const chunks: Buffer[] = [];
+  for (;;) {
+    const buf = Buffer.allocUnsafe(512);
+    let n: number;
+    try {
+      n = readSync(fd, buf, 0, buf.length, null);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "EAGAIN") break;
+      throw err;
+    }
+    if (n <= 0) break;
+    chunks.push(buf.subarray(0, n));
+  }
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+}
+
+function discardUnread(fd: number): void {
+  takeUnread(fd);
+}
+
+/**
+ * Turn the last token written into a skip if the launcher has not read any of it yet; true if
+ * it did. Whatever else is unread goes back unchanged and in order: the launcher, should it
+ * read meanwhile, just waits for it.
+ */
+function revokeLastToken(fd: number): boolean {
+  const unread = takeUnread(fd);
+  const n = unread.length;
+  if (n === 0) return false;
+  const whole = n >= 2 && unread[n - 2] === G && unread[n - 1] === NEWLINE;
+  if (whole) unread[n - 2] = SKIP;
+  for (let off = 0; off < n; ) off += writeSync(fd, unread, off, n - off);
+  return whole;
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    closeSync(fd);
+  } catch {
+    // Already closed: nothing to release.
+  }
 }

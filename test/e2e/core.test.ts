@@ -260,6 +260,21 @@ for (let i = 0; i < 8; i++) step(\`echo p\${i}\`, { pool: "one" });
     const w1 = await tsup(p.dir, ["-n", "-w1"]);
     assert.equal(w1.code, 0, show(w1));
     assert.deepEqual(sequence(w1.stdout, ""), alternating(9), show(w1));
+
+    // Outputs above 4 MB are hashed asynchronously: the quick step after such a step can end,
+    // and be recorded, before it. Its START and SUCCESS still come after the big one's SUCCESS.
+    p.write(
+      "plan.ts",
+      `import { step } from "tsup-flow";
+for (let i = 0; i < 3; i++) {
+  step(\`head -c 6000000 /dev/zero > \${"\${out}"}\`, { out: \`big\${i}.bin\` });
+  step(\`echo s\${i}\`);
+}
+`,
+    );
+    const big = await tsup(p.dir, ["-n", "-w1"]);
+    assert.equal(big.code, 0, show(big));
+    assert.deepEqual(sequence(big.stdout, ""), alternating(7), show(big));
   });
 
   test("an undefined pool is an error naming the plan line", async () => {

@@ -322,6 +322,65 @@ describe("WorkerPool", () => {
     assert.equal(next.stdout, "next\n");
   });
 
+  /** Keep this thread busy, so that the director hears nothing from its launchers meanwhile. */
+  function block(ms: number): void {
+    const end = Date.now() + ms;
+    while (Date.now() < end) {
+      // Spin: the launcher must go on to the queued step without the director.
+    }
+  }
+
+  test("a queued step starts without the director; withdrawing it then fails and it runs", { timeout: 30_000 }, async () => {
+    const root = tempDir();
+    const pool = makePool(root, 1);
+    await pool.run(req("true")); // launcher up
+    const first = pool.run(req("date +%s%N > t1"));
+    const queued = pool.run(req("date +%s%N > t2; echo ran"));
+    // While this thread spins, the launcher finishes the first step and takes the second's go
+    // token by itself: it has started by the time the withdrawal comes.
+    block(1500);
+    assert.ok(existsSync(join(root, "t2")), "the queued step ran while the director was busy");
+    pool.withdrawQueued();
+    const r = await queued;
+    assert.equal(r.withdrawn, undefined);
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.equal(r.stdout, "ran\n");
+    assert.equal((await first).exitCode, 0);
+    assert.equal((await pool.run(req("echo next"))).stdout, "next\n");
+  });
+
+  test("a signal for a queued step that started meanwhile reaches it", { timeout: 30_000 }, async () => {
+    const root = tempDir();
+    const pool = makePool(root, 1);
+    await pool.run(req("true"));
+    const first = pool.run(req("true"));
+    const queued = pool.run(req("echo $$ > pid; exec sleep 20"));
+    block(1500);
+    const started = Date.now();
+    pool.signalAll("SIGTERM");
+    const r = await queued;
+    assert.equal(r.signal, "SIGTERM");
+    assert.ok(Date.now() - started < 5000, "the sleep was cut short");
+    assert.equal((await first).exitCode, 0);
+    assert.equal((await pool.run(req("echo again"))).stdout, "again\n");
+  });
+
+  test("steps withdrawn one after another from behind a long step are skipped in order", { timeout: 30_000 }, async () => {
+    const root = tempDir();
+    const pool = makePool(root, 1);
+    const long = pool.run(req("sleep 0.5"));
+    for (let i = 0; i < 3; i++) {
+      const queued = pool.run(req(`touch never${i}.txt`));
+      pool.withdrawQueued();
+      assert.equal((await queued).withdrawn, true);
+    }
+    assert.equal((await long).exitCode, 0);
+    const next = await pool.run(req("echo next"));
+    assert.equal(next.stdout, "next\n");
+    await sleep(200);
+    for (let i = 0; i < 3; i++) assert.equal(existsSync(join(root, `never${i}.txt`)), false);
+  });
+
   test("signalAll reaches the running step", { timeout: 30_000 }, async () => {
     const root = tempDir();
     const pool = makePool(root);
