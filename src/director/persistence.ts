@@ -5,7 +5,10 @@
 // - openState: load the state file, apply the journal if it extends exactly that file, and if
 //   there was a journal at all (or no usable state file), save the result as a new generation
 //   and delete the journal before anything runs. A second kill then cannot lose the first run's
-//   work, and the new run's journal starts empty.
+//   work, and the new run's journal starts empty. Without a usable state file there is nothing
+//   to lose: that first save goes on in the background while the plan starts (a cold build's
+//   first step waited ~35 ms for it), and no step's result is recorded before it is done
+//   (StepJournal.ready).
 // - StepJournal.succeeded: called by the session for every step that succeeded, before its
 //   SUCCESS is reported: one synchronous append. "SUCCESS was printed" implies "the next run
 //   skips it" (unless its files change).
@@ -23,7 +26,7 @@ import { readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { EventSink } from "../events.js";
 import { applyJournal, isGeneration, JOURNAL_FILE, JournalWriter, newGeneration, readJournal, removeJournal, type JournalEntry } from "../state/journal.js";
-import { keepCopy, loadState, saveState, type LoadResult, type LoadWarning } from "../state/store.js";
+import { keepCopy, loadState, saveState, STATE_FILE, type LoadResult, type LoadWarning } from "../state/store.js";
 import { equalBytes } from "../state/filehash.js";
 import type { FileHash, SavedState, SavedStep } from "../state/types.js";
 import { definitionOf } from "../workflow/definition.js";
@@ -85,7 +88,8 @@ export async function openState(stepupDir: string, sink: EventSink): Promise<Ope
   }
   const journal = new StepJournal(stepupDir, sink, loaded.generation);
   const recovered = state !== loaded.state;
-  if (recovered || !loaded.loaded || !isGeneration(loaded.generation)) await journal.save(state);
+  if (recovered) await journal.save(state);
+  else if (!loaded.loaded || !isGeneration(loaded.generation)) journal.saveBase(state);
   else if (read.exists || end !== null) journal.discard();
   const result: OpenedState = { state, loaded: loaded.loaded, journal };
   if (warning) result.warning = warning;
@@ -148,6 +152,8 @@ export class StepJournal {
   entries: number;
   /** Steps recorded in the journal since this director last wrote the state file. */
   recorded: Journaled = { keys: new Set() };
+  /** The first save of a run without a usable state file, while it is written (saveBase). */
+  private base: Promise<void> | null = null;
 
   constructor(
     private readonly stepupDir: string,
@@ -212,11 +218,40 @@ export class StepJournal {
   }
 
   /**
+   * Start saving `state`, the state a run without a usable state file starts from, so that the
+   * journal has a generation to extend. Until it is done, ready() says what to wait for before
+   * calling succeeded(). If it fails, the run goes on without a journal (as when an append
+   * fails); the end of the run saves again and reports any problem.
+   */
+  saveBase(state: SavedState): void {
+    const base: Promise<void> = this.save(state).then(
+      () => {
+        if (this.base === base) this.base = null;
+      },
+      (e: unknown) => {
+        if (this.base === base) this.base = null;
+        this.sink.emit({
+          kind: "warning",
+          message: `Cannot write .stepup/${STATE_FILE} (${e instanceof Error ? e.message : String(e)}): steps that finish are only recorded at the end of the run`,
+        });
+      },
+    );
+    this.base = base;
+  }
+
+  /** What to wait for before calling succeeded(): null when nothing. */
+  ready(): Promise<void> | null {
+    return this.base;
+  }
+
+  /**
    * Save `state` as a new generation of the state file and start an empty journal. Call it when
    * no step is running: an entry appended while the file is written would be deleted with the
    * journal without being in the file.
    */
   async save(state: SavedState): Promise<void> {
+    // A run can end before its first step is recorded; the base save must not overtake it.
+    if (this.base !== null) await this.base;
     const generation = newGeneration();
     await saveState(this.stepupDir, state, generation);
     // What is left of the old journal names the previous generation: the next run ignores it.

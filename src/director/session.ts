@@ -64,7 +64,11 @@ export interface SessionOptions {
    */
   quietSkips?: boolean;
   /** Records every step that succeeds, for crash safety (director/persistence.ts). */
-  journal?: { succeeded(step: StepNode, files: FileTable): void };
+  journal?: {
+    succeeded(step: StepNode, files: FileTable): void;
+    /** What to wait for before succeeded() may be called (see StepJournal.ready). */
+    ready(): Promise<void> | null;
+  };
   now(): number;
 }
 
@@ -415,6 +419,9 @@ export class Session implements RpcHandler {
     reportStart();
     // Its result is not shown before its START (which waits for steps that ended before it).
     if (startShown !== null) await startShown;
+    // Nor before the journal can record it (see StepJournal.ready).
+    const journalReady = this.opts.journal?.ready() ?? null;
+    if (journalReady !== null) await journalReady;
     this.counts.ran++;
     try {
       this.complete(step, request, result);

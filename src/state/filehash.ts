@@ -1,7 +1,7 @@
 // Content hashes of files with the stat shortcut: a file whose mode, size, mtime and inode are
 // unchanged since it was last hashed is not read again. This is what makes a no-op run cheap.
 import { blake3, Blake3Hasher } from "@napi-rs/blake-hash";
-import { closeSync, fstatSync, openSync, readSync, statSync, type Stats } from "node:fs";
+import { closeSync, openSync, readSync, statSync, type Stats } from "node:fs";
 import { open, type FileHandle } from "node:fs/promises";
 import { DIR_DIGEST, type FileHash } from "./types.js";
 
@@ -130,16 +130,13 @@ function hashContents(absPath: string, size: number): Uint8Array | undefined {
   }
   try {
     if (size <= ONE_SHOT_LIMIT) {
-      const buf = Buffer.allocUnsafe(Math.max(size, 1));
-      let read = 0;
-      while (read < size) {
-        const n = readSync(fd, buf, read, size - read, read);
-        if (n === 0) break;
-        read += n;
-      }
-      // A file that grew between stat and read: hash what is there now, fully.
-      if (fstatSync(fd).size !== read) return hashStreaming(fd);
-      return new Uint8Array(blake3(buf.subarray(0, read)));
+      // One read asks for a byte more than the stat said. Exactly `size` bytes means the file
+      // still has that size: a regular file reads short only at its end. Anything else (it grew
+      // or shrank since the stat, or a file system that reads short) is hashed by streaming it
+      // to its end. (The stat after hashing, in hashedOutcome, catches any change meanwhile.)
+      const buf = Buffer.allocUnsafe(size + 1);
+      if (readSync(fd, buf, 0, size + 1, 0) !== size) return hashStreaming(fd);
+      return new Uint8Array(blake3(buf.subarray(0, size)));
     }
     return hashStreaming(fd);
   } finally {

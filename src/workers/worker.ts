@@ -226,10 +226,10 @@ interface Step {
   retried: boolean;
   /** Its command runs with tsup's TypeScript loader (effectiveCommand). */
   typeScript: boolean;
-}
-
-interface Running extends Step {
-  launcher: Launcher;
+  // Set once it runs (see Worker.running). One object from prepare() to the result, updated in
+  // place: copying it per step was measurable.
+  /** The launcher it runs on. */
+  launcher: Launcher | null;
   /** The file set it writes to (see Launcher.base). */
   set: number;
   /** The launcher reported ("+") that the step's subshell exists. */
@@ -238,6 +238,10 @@ interface Running extends Step {
   pending: NodeJS.Signals | null;
   /** The last signal delivered to the step's group: explains a status of 128+n. */
   delivered: NodeJS.Signals | null;
+}
+
+interface Running extends Step {
+  launcher: Launcher;
 }
 
 /** Where a step is between run() and its result. */
@@ -418,7 +422,10 @@ export class Worker {
   /** Run a step withdrawn from another lane (only when not busy). */
   adopt(queued: Queued): void {
     if (queued.kind === "unwritten") this.run(queued.req, queued.done, queued.hooks);
-    else this.dispatch({ ...queued.step, start: performance.now() });
+    else {
+      queued.step.start = performance.now();
+      this.dispatch(queued.step);
+    }
   }
 
   /** Signal the running step's process group (held back until the step's subshell exists). */
@@ -533,6 +540,11 @@ export class Worker {
       request: `${lines}\n${snippet}\n`,
       retried: false,
       typeScript: command !== req.command,
+      launcher: null,
+      set: 0,
+      started: false,
+      pending: null,
+      delivered: null,
     };
   }
 
@@ -567,7 +579,12 @@ export class Worker {
   /** `step` runs (or is about to) on `launcher`: the lane is busy with it. */
   private running(step: Step, launcher: Launcher, pending: NodeJS.Signals | null): void {
     launcher.set ^= 1;
-    this.stage = { kind: "running", step: { ...step, launcher, set: launcher.set, started: false, pending, delivered: null } };
+    step.launcher = launcher;
+    step.set = launcher.set;
+    step.started = false;
+    step.pending = pending;
+    step.delivered = null;
+    this.stage = { kind: "running", step: step as Running };
   }
 
   private startLauncher(): Launcher {
@@ -660,7 +677,8 @@ export class Worker {
     if (!this.closed && !step.retried && step.pending === null && !step.started) {
       // The launcher died (killed from outside, say by an earlier step's `kill -9 0`) before it
       // started this step: nothing of the step ran yet, so a fresh launcher can run it.
-      this.dispatch({ ...step, retried: true });
+      step.retried = true;
+      this.dispatch(step);
       return;
     }
     if (this.closed && step.delivered === null) step.delivered = "SIGKILL";
@@ -735,7 +753,8 @@ export class Worker {
       this.run(next.req, next.done, next.hooks);
       return undefined;
     }
-    const step: Step = { ...next.step, start: performance.now() };
+    const step = next.step;
+    step.start = performance.now();
     const started = step.hooks.started;
     // Called by the caller instead (see finish).
     step.hooks = { exited: step.hooks.exited };

@@ -547,7 +547,12 @@ describe("openState", () => {
     const opened = await openState(dir, sink());
     assert.deepEqual(opened.state.steps, []);
     assert.equal(opened.loaded, false);
-    // The journal of this run extends the empty state written now.
+    // The journal of this run extends the empty state written now, in the background: nothing
+    // may be journaled before it is done.
+    const ready = opened.journal.ready();
+    assert.ok(ready !== null, "the empty state is still being written");
+    await ready;
+    assert.equal(opened.journal.ready(), null);
     assert.deepEqual(readdirSync(dir), [STATE_FILE]);
     assert.ok((await loadState(dir)).generation);
   });
@@ -575,6 +580,7 @@ describe("openState", () => {
     writeJournal(dir, gen, [entry("cp a b", "./plan.ts", { fp: 5 })]);
     writeFileSync(join(dir, STATE_FILE), "garbage");
     const opened = await openState(dir, sink());
+    await opened.journal.ready();
     assert.deepEqual(opened.state.steps, []);
     assert.match(opened.warning?.details ?? "", /journal .* was ignored too \(kept as .*workflow\.journal\.bad-/);
     // The bad file was replaced by an empty state of a new generation, and the copies kept.
@@ -634,6 +640,9 @@ describe("openState", () => {
     assert.equal((await loadState(dir)).generation, undefined);
     const opened = await openState(dir, sink());
     assert.equal(opened.loaded, true);
+    const ready = opened.journal.ready();
+    assert.ok(ready !== null, "journaling waits for the new generation");
+    await ready;
     assert.ok((await loadState(dir)).generation);
   });
 });
