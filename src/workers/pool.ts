@@ -6,7 +6,7 @@
 // Each busy lane also takes one step queued behind its running one (Worker.queue), so that the
 // lane goes on to it without waiting for the director. A queued step is not bound to its lane:
 // when a lane falls idle while another still has a step queued (behind a long step, say), the
-// idle lane takes it over.
+// idle lane takes it over, unless that step is already starting (Worker.withdraw says so).
 import type { RunRequest, RunResult } from "./protocol.js";
 import { settledWithin, settleUnstarted, Worker, type LaneHooks, type Queued } from "./worker.js";
 
@@ -149,7 +149,10 @@ export class WorkerPool {
     }
   }
 
-  /** Hand back every step that waits for a lane and has not started (RunResult.withdrawn). */
+  /**
+   * Hand back every step that waits for a lane and has not started (RunResult.withdrawn). A
+   * queued step whose launcher is already starting it runs and reports as usual.
+   */
   withdrawQueued(): void {
     // Handing one back frees a slot; rebalancing must not start another meanwhile.
     this.handingBack = true;
