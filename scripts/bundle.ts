@@ -1,6 +1,8 @@
 // The second half of `npm run build`: bundles the CLI that tsc compiled into dist/ into one
 // CommonJS file, dist/cli/bundle.cjs, which bin/tsup.js runs through a V8 code cache
-// (src/cli/launch.ts says why), then makes that cache by running tsup on a tiny workflow.
+// (src/cli/launch.ts says why), then makes that cache by running tsup on a tiny workflow. Also
+// bundles the plan API (`tsup-flow`) into one ES module, dist/api/bundle.mjs, which steps load
+// instead of a dozen modules (src/api/loader.ts).
 //
 // Usage: node --import tsx scripts/bundle.ts
 import { build } from "esbuild";
@@ -50,6 +52,28 @@ for (const input of Object.keys(result.metafile.inputs)) {
   if (!readFileSync(abs, "utf8").includes("import.meta")) continue;
   if (relative(dist, abs).split(sep).length !== 2) {
     fail(`${relative(root, abs)} uses import.meta but is not one directory below dist/: URLs relative to it would resolve wrongly in the bundle`);
+  }
+}
+
+const apiBundle = await build({
+  entryPoints: [join(dist, "api", "index.js")],
+  outfile: join(dist, "api", "bundle.mjs"),
+  bundle: true,
+  platform: "node",
+  format: "esm",
+  target: "node20",
+  metafile: true,
+  logLevel: "silent",
+});
+if (apiBundle.errors.length > 0 || apiBundle.warnings.length > 0) {
+  const all = [...apiBundle.errors, ...apiBundle.warnings].map((m) => `${m.location?.file ?? ""}:${m.location?.line ?? ""} ${m.text}`);
+  fail(`esbuild reported, for the API:\n${all.join("\n")}`);
+}
+// The API bundle sits next to index.js, so import.meta.url would do, but nothing uses it, and
+// anything that does should be looked at: it was written for its own file.
+for (const input of Object.keys(apiBundle.metafile.inputs)) {
+  if (readFileSync(resolve(root, input), "utf8").includes("import.meta")) {
+    fail(`${input} uses import.meta and is part of the API bundle: check that it still works there`);
   }
 }
 

@@ -4,11 +4,11 @@
 // tsup-flow among its dependencies (npx and global installs leave it out). A plan must talk to the
 // director that runs it, so using this copy of the API is also the only correct choice. The hooks
 // themselves are in ts-hooks.ts.
-import { writeSync } from "node:fs";
+import { existsSync, writeSync } from "node:fs";
 import { register } from "node:module";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { COMPILE_ERROR, type HookData } from "./ts-hooks.js";
+import { COMPILE_ERROR, type HookData } from "./hook-data.js";
 
 /**
  * Where compiled TypeScript is kept: $TSUP_TS_CACHE, else tsup's folder in the user's cache
@@ -33,5 +33,9 @@ process.on("uncaughtExceptionMonitor", (err: unknown) => {
 
 // Stack traces then show the lines of the TypeScript source (ts-hooks.ts adds inline source maps).
 process.setSourceMapsEnabled(true);
-const data: HookData = { apiUrl: new URL("./index.js", import.meta.url).href, cacheDir: cacheDir(process.env) };
+// The API as one module (scripts/bundle.ts), when built: each module a step imports costs a
+// round trip to the loader thread, and the API's own are a dozen. index.js is the same code.
+const bundled = new URL("./bundle.mjs", import.meta.url);
+const apiUrl = existsSync(bundled) ? bundled.href : new URL("./index.js", import.meta.url).href;
+const data: HookData = { apiUrl, cacheDir: cacheDir(process.env) };
 register("./ts-hooks.js", import.meta.url, { data });

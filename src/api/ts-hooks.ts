@@ -18,15 +18,9 @@ import { createRequire } from "node:module";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { ENV_SOURCES_FILE } from "../workers/protocol.js";
+import { COMPILE_ERROR, type HookData } from "./hook-data.js";
 
 export const PACKAGE_NAME = "tsup-flow";
-
-export interface HookData {
-  /** URL of the API module `tsup-flow` resolves to. */
-  apiUrl: string;
-  /** Where compiled files are kept; null: compile every time. */
-  cacheDir: string | null;
-}
 
 let apiUrl = "";
 let cacheDir: string | null = null;
@@ -244,9 +238,6 @@ function pruneNowAndThen(dir: string): void {
     // Pruning is housekeeping: whatever went wrong, the next one may do better.
   }
 }
-
-/** The `code` of compile errors; loader.ts prints their message alone. */
-export const COMPILE_ERROR = "ERR_TSUP_COMPILE";
 
 /**
  * An error for the user's source, not for tsup: it travels to the main thread and loader.ts

@@ -24,6 +24,24 @@ function freshCache(): string {
 }
 
 describe("TypeScript plans and steps", () => {
+  test("tsup-flow is the API bundled into one module, and a step's import of it is not a source of its", async () => {
+    const p = fresh({
+      "plan.ts": `
+import { step } from "tsup-flow";
+import { writeFileSync } from "node:fs";
+writeFileSync("api-url.txt", import.meta.resolve("tsup-flow"));
+step("true");
+`,
+    });
+    const r = await tsup(p.dir, ["-n", "-w1"]);
+    assert.equal(r.code, 0, show(r));
+    assert.match(readFileSync(join(p.dir, "api-url.txt"), "utf8"), /^file:\/\/.*\/dist\/api\/bundle\.mjs$/);
+    // The plan's sources are its own files: a rerun with nothing edited skips it.
+    const again = await tsup(p.dir, ["-n", "-w1"]);
+    assert.equal(again.code, 0, show(again));
+    assert.match(again.stdout, /DIRECTOR │ 0 executed/, show(again));
+  });
+
   test("a plan imports TypeScript helpers as ./x.js, ./x and ./dir, the way tsc resolves them", async () => {
     const p = fresh({
       "plan.ts": `
