@@ -5,7 +5,7 @@
 // instead of a dozen modules (src/api/loader.ts).
 //
 // Usage: node --import tsx scripts/bundle.ts
-import { build } from "esbuild";
+import { build, type BuildOptions, type Metafile } from "esbuild";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve, sep } from "node:path";
@@ -23,30 +23,32 @@ function fail(message: string): never {
   process.exit(1);
 }
 
-const result = await build({
-  entryPoints: [join(dist, "cli", "main.js")],
+/** Bundle `entry` into `outfile` for Node 20; any esbuild error or warning fails the build. */
+async function bundle(what: string, options: BuildOptions & { entry: string; outfile: string }): Promise<Metafile> {
+  const { entry, ...rest } = options;
+  const result = await build({ entryPoints: [entry], bundle: true, platform: "node", target: "node20", metafile: true, logLevel: "silent", ...rest });
+  if (result.errors.length > 0 || result.warnings.length > 0) {
+    const all = [...result.errors, ...result.warnings].map((m) => `${m.location?.file ?? ""}:${m.location?.line ?? ""} ${m.text}`);
+    fail(`esbuild reported, for ${what}:\n${all.join("\n")}`);
+  }
+  return result.metafile!;
+}
+
+const cliInputs = await bundle("the CLI", {
+  entry: join(dist, "cli", "main.js"),
   outfile: bundlePath,
-  bundle: true,
-  platform: "node",
   format: "cjs",
-  target: "node20",
   // Native addons stay in node_modules; lzma-native is loaded through createRequire anyway. The
   // terminal UI (ink has top-level await, which CommonJS cannot hold) is imported on demand by URL
   // (cli/esm-import.ts), so esbuild never sees it; ink and react are listed to keep it that way.
   external: ["@napi-rs/blake-hash", "lzma-native", "esbuild", "ink", "react"],
   define: { "import.meta.url": BUNDLE_URL_NAME },
-  metafile: true,
-  logLevel: "silent",
 });
-if (result.errors.length > 0 || result.warnings.length > 0) {
-  const all = [...result.errors, ...result.warnings].map((m) => `${m.location?.file ?? ""}:${m.location?.line ?? ""} ${m.text}`);
-  fail(`esbuild reported:\n${all.join("\n")}`);
-}
 
 // Every module in the bundle sees the bundle's URL as import.meta.url. dist/cli/bundle.cjs sits one
 // directory below dist/, so a URL relative to import.meta.url ("../api/loader.js") resolves as it
 // does in the module's own file only for modules one directory below dist/ as well.
-for (const input of Object.keys(result.metafile.inputs)) {
+for (const input of Object.keys(cliInputs.inputs)) {
   const abs = resolve(root, input);
   if (!abs.startsWith(dist + sep)) continue;
   if (!readFileSync(abs, "utf8").includes("import.meta")) continue;
@@ -55,23 +57,14 @@ for (const input of Object.keys(result.metafile.inputs)) {
   }
 }
 
-const apiBundle = await build({
-  entryPoints: [join(dist, "api", "index.js")],
+const apiInputs = await bundle("the API", {
+  entry: join(dist, "api", "index.js"),
   outfile: join(dist, "api", "bundle.mjs"),
-  bundle: true,
-  platform: "node",
   format: "esm",
-  target: "node20",
-  metafile: true,
-  logLevel: "silent",
 });
-if (apiBundle.errors.length > 0 || apiBundle.warnings.length > 0) {
-  const all = [...apiBundle.errors, ...apiBundle.warnings].map((m) => `${m.location?.file ?? ""}:${m.location?.line ?? ""} ${m.text}`);
-  fail(`esbuild reported, for the API:\n${all.join("\n")}`);
-}
 // The API bundle sits next to index.js, so import.meta.url would do, but nothing uses it, and
 // anything that does should be looked at: it was written for its own file.
-for (const input of Object.keys(apiBundle.metafile.inputs)) {
+for (const input of Object.keys(apiInputs.inputs)) {
   if (readFileSync(resolve(root, input), "utf8").includes("import.meta")) {
     fail(`${input} uses import.meta and is part of the API bundle: check that it still works there`);
   }

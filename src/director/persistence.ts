@@ -224,19 +224,17 @@ export class StepJournal {
    * fails); the end of the run saves again and reports any problem.
    */
   saveBase(state: SavedState): void {
-    const base: Promise<void> = this.save(state).then(
-      () => {
-        if (this.base === base) this.base = null;
-      },
-      (e: unknown) => {
-        if (this.base === base) this.base = null;
+    // Called once, by openState: no other base save can take this one's place.
+    this.base = this.save(state)
+      .catch((e: unknown) => {
         this.sink.emit({
           kind: "warning",
           message: `Cannot write .stepup/${STATE_FILE} (${e instanceof Error ? e.message : String(e)}): steps that finish are only recorded at the end of the run`,
         });
-      },
-    );
-    this.base = base;
+      })
+      .then(() => {
+        this.base = null;
+      });
   }
 
   /** What to wait for before calling succeeded(): null when nothing. */

@@ -368,7 +368,7 @@ export class Session implements RpcHandler {
       const startEvent: TsupEvent = { kind: "start", step: this.ref(step), time: started };
       // Steps that ended before this one started; not itself, when it never got to start.
       const after = exit > 0 ? exit - 1 : this.exits;
-      if (this.unrecorded.size === 0 || this.allRecordedUpTo(after)) {
+      if (this.allRecordedUpTo(after)) {
         this.opts.sink.emit(startEvent);
         return;
       }

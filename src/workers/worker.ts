@@ -591,7 +591,7 @@ export class Worker {
     this.tmp ??= mkdtempSync(join(tmpdir(), "tsup-worker-"));
     if (this.fifo === null) this.fifo = openTokenFifo(join(this.tmp, "tokens"));
     // Tokens a dead launcher left unread were for steps it never started.
-    else discardUnread(this.fifo.fd);
+    else takeUnread(this.fifo.fd);
     // The launcher's end is opened apart from ours, so that it blocks on reads where ours does
     // not (O_NONBLOCK belongs to the open file, which a plain fd passed on would share). Our
     // read-write end counts as a writer, so this open returns at once.
@@ -943,10 +943,6 @@ function takeUnread(fd: number): Buffer {
     chunks.push(buf.subarray(0, n));
   }
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-}
-
-function discardUnread(fd: number): void {
-  takeUnread(fd);
 }
 
 /**
