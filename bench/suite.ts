@@ -35,7 +35,7 @@ const HELP = `Usage: npm run bench -- [options]
   --workloads <list>    of flat,chain,fan,pool (default all)
   --big-workloads <l>   workloads at the big N (default flat,chain)
   --tools <list>        of tsup,ninja,make,xargs (default all)
-  --reps <k>            repetitions at the small sizes and ... (default 3)
+  --reps <k>            repetitions at the small sizes and ... (default 5)
   --pool-reps <k>       ... of the pool workload (default 3)
   --big-reps <k>        ... at the big sizes (default 1)
   --workers <k>         workers / jobs (default 2; the pool workload always uses 4)
@@ -134,7 +134,7 @@ function parseOptions(argv: string[]): Options {
     workloads: oneOf("workloads", KINDS, KINDS.join(","), KINDS.join(",")),
     bigWorkloads: oneOf("big-workloads", KINDS, "flat,chain", "flat,chain"),
     tools: oneOf("tools", TOOLS, TOOLS.join(","), TOOLS.join(",")),
-    reps: Math.max(1, int("reps", 3, 2)),
+    reps: Math.max(1, int("reps", 5, 2)),
     poolReps: Math.max(1, int("pool-reps", 3, 1)),
     bigReps: Math.max(1, int("big-reps", 1, 1)),
     workers: Math.max(1, int("workers", 2, 2)),

@@ -224,7 +224,9 @@ export class Session implements RpcHandler {
         step.state = "pending";
         continue;
       }
-      this.handleReady(step);
+      // A step that must run starts right away, on the other cores, while the skip checks of
+      // the thousands of steps after it go on here (a rerun after one input changed).
+      if (this.handleReady(step)) this.startQueued();
     }
     this.ready.length = 0;
     this.readyHead = 0;
@@ -242,20 +244,22 @@ export class Session implements RpcHandler {
     }
   }
 
-  private handleReady(step: StepNode): void {
+  /** Skip `step` or queue it to run; true when it was queued. */
+  private handleReady(step: StepNode): boolean {
     if (step.record?.fingerprint) {
       const verdict = checkSkip(step, this.graph.envOf(step), this.opts.env, this.files, (s) =>
         globChanged(s, this.files),
       );
       if (verdict.skip) {
         this.replay(step);
-        return;
+        return false;
       }
       if (this.opts.explain) {
         this.opts.sink.emit({ kind: "noskip", step: this.ref(step), pages: explainPages(verdict) });
       }
     }
     this.scheduler.enqueue(step, step.def.pool);
+    return true;
   }
 
   /** SKIP: declare again what the step declared when it last ran, and mark it done. */

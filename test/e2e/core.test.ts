@@ -154,6 +154,33 @@ step("cat early.txt > \${out}", { inp: "early.txt", out: "late.txt" });
     assert.equal(p.read("late.txt"), "early\n");
   });
 
+  test("a step that must run starts as soon as its skip check fails, before the checks after it", async () => {
+    // 40 steps replayed from a skipped plan are checked in one go, in definition order. The one
+    // whose input changed must not wait for the 30 checks after it: with 100,000 steps those
+    // take seconds.
+    const files: Record<string, string> = {
+      "plan.ts": `
+import { declareStatic, step } from "tsup-flow";
+const n = 40;
+declareStatic(...Array.from({ length: n }, (_, i) => \`in\${i}.txt\`));
+for (let i = 0; i < n; i++) step("cp \${inp} \${out}", { inp: \`in\${i}.txt\`, out: \`out\${i}.txt\` });
+`,
+    };
+    for (let i = 0; i < 40; i++) files[`in${i}.txt`] = `${i}\n`;
+    const p = fresh(files);
+    const first = await tsup(p.dir, ["-n", "-w1"]);
+    assert.equal(first.code, 0, show(first));
+    p.write("in9.txt", "nine\n");
+    const second = await tsup(p.dir, ["-n", "-w1"]);
+    assert.equal(second.code, 0, show(second));
+    const order = second.lines.map(([a, d]) => `${a} ${d}`);
+    assert.deepEqual(withAction(second, "START"), ["cp in9.txt out9.txt"]);
+    const started = order.indexOf("START cp in9.txt out9.txt");
+    assert.ok(order.indexOf("SKIP cp in8.txt out8.txt") < started, show(second));
+    assert.ok(started < order.indexOf("SKIP cp in39.txt out39.txt"), show(second));
+    assert.equal(p.read("out9.txt"), "nine\n");
+  });
+
   test("the API import resolves when the project has tsup-flow as a dependency too", async () => {
     const p = fresh({
       "plan.ts": `import { step } from "tsup-flow";\nstep("echo dep > \${out}", { out: "dep.txt" });\n`,
