@@ -21,6 +21,25 @@ export class FileTable {
   changed = false;
 
   /**
+   * Paths whose entry this table learned, changed or dropped after the last journal entry that
+   * holds them was written (journaled). Each run phase has its own FileTable, and a phase ends
+   * with the state file saved or with this empty. A run may end on the journal alone, without rewriting
+   * the state file, only when this is empty: otherwise the next run would not know what this one
+   * learned, and a file touched without a change of content would be read again by every run.
+   */
+  private readonly unjournaled = new Set<string>();
+
+  /** Whether every change to this table since it was loaded or saved is in the journal. */
+  get allJournaled(): boolean {
+    return this.unjournaled.size === 0;
+  }
+
+  /** A journal entry now holds the current hash of `path`. */
+  journaled(path: string): void {
+    this.unjournaled.delete(path);
+  }
+
+  /**
    * Directories checked during the current batch of skip checks, or null outside a batch.
    * Thousands of steps share a workdir and an output directory; one stat() per batch is enough.
    * Outside a batch (results of running steps) every directory is looked at afresh.
@@ -61,6 +80,7 @@ export class FileTable {
     if (outcome.kind === "ok" && outcome.hash !== known) {
       this.hashes.set(path, outcome.hash);
       this.changed = true;
+      this.unjournaled.add(path);
     }
     this.batchFiles?.set(path, outcome);
     return outcome;
@@ -74,6 +94,16 @@ export class FileTable {
     if (hash && !isDirPath(path)) {
       this.hashes.set(path, hash);
       this.changed = true;
+      this.unjournaled.add(path);
+    }
+    this.batchFiles?.delete(path);
+  }
+
+  /** Drop the entry of `path` (a file tsup removed). */
+  forget(path: string): void {
+    if (this.hashes.delete(path)) {
+      this.changed = true;
+      this.unjournaled.add(path);
     }
     this.batchFiles?.delete(path);
   }

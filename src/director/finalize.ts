@@ -155,7 +155,7 @@ export function cleanObsoleteOutputs(session: Session, sink: EventSink): void {
     }
     try {
       unlinkSync(abs);
-      session.files.hashes.delete(path);
+      session.files.forget(path);
       sink.emit({ kind: "clean", path });
     } catch {
       // Removed meanwhile: fine.
@@ -208,12 +208,16 @@ export function stateToSave(session: Session, complete: boolean): SavedState {
     // Their hashes are kept too, or every run would hash them afresh and find the state changed.
     const sources = sourcePaths(step, saved.fingerprint);
     for (let i = 0; i < sources.length; i++) files.add(sources[i]!);
+    // So are those of the static files it declared: a skipped step checks that they are still
+    // there, which for one that no step reads would otherwise mean reading it at every run.
+    const statics = step.products.statics;
+    for (let i = 0; i < statics.length; i++) files.add(statics[i]!);
   }
   if (!complete) {
     for (const record of session.oldSteps) {
       if (session.graph.steps.has(keyOf(record))) continue;
       steps.push({ ...record, creator: -1, orphan: true });
-      for (const p of [...record.inp, ...record.out, ...(record.amended?.inp ?? []), ...(record.amended?.out ?? [])]) {
+      for (const p of [...record.inp, ...record.out, ...record.statics, ...(record.amended?.inp ?? []), ...(record.amended?.out ?? [])]) {
         files.add(p);
       }
     }

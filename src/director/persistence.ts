@@ -177,6 +177,7 @@ export class StepJournal {
       writer.append(entry);
       this.entries++;
       this.recorded.keys.add(step.key);
+      for (let i = 0; i < entry.files.length; i++) files.journaled(entry.files[i]![0]);
     } catch (e) {
       // A full disk should not stop the build; the state file is still saved at the end.
       this.writer = undefined;
@@ -268,9 +269,8 @@ export class StepJournal {
  * Anything else (a failed step, a cleaned output) means the state file must be written.
  *
  * The session updates the loaded file table in place, so `previous.files` already holds this
- * run's hashes: a hash learned for a file that no journaled step names (a static file touched
- * without a change of content, say) is not in the journal and is lost with it. That costs one
- * read of that file in the next run, never a wrong skip: the content hash decides.
+ * run's hashes. That the journal holds all of them too (a file touched without a change of
+ * content is in no journal entry) is for the caller to check: FileTable.allJournaled.
  */
 export function journalCovers(previous: SavedState, next: SavedState, journaled: Journaled): boolean {
   if (next.steps.length !== previous.steps.length) return false;
@@ -324,6 +324,9 @@ export function entryFor(step: StepNode, files: FileTable): JournalEntry {
   for (const f of step.outputs) add(f.path);
   const sources = sourcePaths(step, record.fingerprint);
   for (let i = 0; i < sources.length; i++) add(sources[i]!);
+  // The static files it declared: stateToSave keeps their hashes as well.
+  const statics = step.products.statics;
+  for (let i = 0; i < statics.length; i++) add(statics[i]!);
   return {
     step: record,
     creator: step.creator ? step.creator.key : null,

@@ -209,6 +209,7 @@ async function runPhase(
   try {
     session.boot();
     await session.runPhase();
+    session.hashDeclaredStatics();
   } finally {
     clearInterval(progress);
   }
@@ -239,6 +240,7 @@ async function runPhase(
     const leave =
       previousOnDisk &&
       journal.entries <= limit &&
+      session.files.allJournaled &&
       journalCovers(previous, state, journal.recorded) &&
       journal.endWithoutSaving();
     if (leave) {

@@ -6,7 +6,7 @@
 // available) -> ready list -> skip check in the director -> SKIP, or queued in its pool ->
 // a worker runs it -> SUCCESS (outputs built, consumers released) or FAIL.
 import type { EventSink, Page, StepCounts, StepRef, TsupEvent } from "../events.js";
-import { normPath, rootFrom } from "../paths.js";
+import { isDirPath, normPath, rootFrom } from "../paths.js";
 import { ENV_HERE, ENV_ROOT, ENV_ROOT_REL, ENV_SOCKET, ENV_STEP_KEY, type Declaration } from "../rpc/protocol.js";
 import type { RpcHandler } from "../rpc/server.js";
 import { Scheduler } from "../scheduler/scheduler.js";
@@ -83,6 +83,8 @@ export class Session implements RpcHandler {
   /** Deferred globs: their matches become static when a step first uses them as input. */
   private readonly deferred: Array<{ owner: StepNode; patterns: string[]; compiled: CompiledPattern[] }> = [];
   private readonly ready: StepNode[] = [];
+  /** Static files that running steps declared in this phase (see hashDeclaredStatics). */
+  private readonly declaredStatics: string[] = [];
   private readyHead = 0;
   /** Running steps with the time they started (ms, from opts.now). */
   readonly running = new Map<StepNode, number>();
@@ -154,6 +156,18 @@ export class Session implements RpcHandler {
       this.idleWaiters.push(resolve);
       this.checkIdle();
     });
+  }
+
+  /**
+   * Hash the static files declared in this phase that no step has read, once the phase is over.
+   * The saved table keeps the hashes of declared static files (stateToSave), so that the next
+   * run's check that they are still there trusts their stat() instead of reading them: without
+   * this, the first run after the one that declared them would learn them and save again.
+   */
+  hashDeclaredStatics(): void {
+    const statics = this.declaredStatics;
+    for (let i = 0; i < statics.length; i++) if (!this.files.hashes.has(statics[i]!)) this.files.hash(statics[i]!);
+    statics.length = 0;
   }
 
   private checkIdle(): void {
@@ -620,6 +634,7 @@ export class Session implements RpcHandler {
     switch (item.k) {
       case "static": {
         const r = this.graph.declareStatic(step, item.paths);
+        if (r.ok) for (const path of item.paths) if (!isDirPath(path)) this.declaredStatics.push(path);
         return r.ok ? undefined : r.error;
       }
       case "step": {

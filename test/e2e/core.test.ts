@@ -82,13 +82,49 @@ step("cat \${inp} > \${out}", { inp: ["A.txt", "B.txt"], out: "AB.txt" });
   test("touching a file without changing it skips; changing its mode reruns", async () => {
     const p = fresh({ "plan.ts": plan, "a.txt": "apple\n", "b.txt": "banana\n" });
     assert.equal((await tsup(p.dir)).code, 0);
+    // A run whose reruns are recorded in the journal alone, which the touched run would extend.
+    p.write("b.txt", "blueberry\n");
+    const journaled = await tsup(p.dir);
+    assert.match(journaled.stdout, /Recorded in \.stepup\/workflow\.journal/, show(journaled));
     const later = new Date(Date.now() + 5000);
     utimesSync(p.path("a.txt"), later, later);
     const touched = await tsup(p.dir);
     assert.deepEqual(withAction(touched, "START"), [], show(touched));
-    p.write("b.txt", "banana\n", 0o600);
+    // The new mtime is saved (no journal entry holds it), so that later runs trust the stat again
+    // instead of reading the file every time (a checkout touches thousands): the next run writes
+    // nothing.
+    assert.match(touched.stdout, /Dumped to \.stepup\/workflow\.mpk\.xz/, show(touched));
+    const after = await tsup(p.dir);
+    assert.deepEqual(withAction(after, "START"), [], show(after));
+    assert.doesNotMatch(after.stdout, /Dumped|Recorded/, show(after));
+    p.write("b.txt", "blueberry\n", 0o600);
     const chmodded = await tsup(p.dir);
     assert.ok(withAction(chmodded, "START").includes("tr a-z A-Z < b.txt > B.txt"), show(chmodded));
+  });
+
+  test("a static file that no step reads is hashed once, not at every run", async () => {
+    const p = fresh({
+      "plan.ts": `
+import { declareStatic, step } from "tsup-flow";
+declareStatic("a.txt", "README.txt");
+step("cp a.txt b.txt", { inp: "a.txt", out: "b.txt" });
+`,
+      "a.txt": "apple\n",
+      "README.txt": "read me\n",
+    });
+    assert.equal((await tsup(p.dir)).code, 0);
+    for (let run = 0; run < 2; run++) {
+      const noop = await tsup(p.dir);
+      assert.deepEqual(withAction(noop, "START"), [], show(noop));
+      assert.doesNotMatch(noop.stdout, /Dumped|Recorded/, show(noop));
+    }
+    // Edited, it reruns nothing (no step reads it); its new hash is saved once.
+    p.write("README.txt", "read me again\n");
+    const edited = await tsup(p.dir);
+    assert.deepEqual(withAction(edited, "START"), [], show(edited));
+    assert.match(edited.stdout, /Dumped/, show(edited));
+    const after = await tsup(p.dir);
+    assert.doesNotMatch(after.stdout, /Dumped|Recorded/, show(after));
   });
 
   test("a deleted or hand-edited output makes its step run again", async () => {
