@@ -208,11 +208,13 @@ export function stateToSave(session: Session, complete: boolean): SavedState {
     // Their hashes are kept too, or every run would hash them afresh and find the state changed.
     const sources = sourcePaths(step, saved.fingerprint);
     for (let i = 0; i < sources.length; i++) files.add(sources[i]!);
-    // So are those of the static files it declared: a skipped step checks that they are still
-    // there, which for one that no step reads would otherwise mean reading it at every run.
-    const statics = step.products.statics;
-    for (let i = 0; i < statics.length; i++) files.add(statics[i]!);
   }
+  // So are those of the static files that no step reads: a skipped plan checks that the files it
+  // declared are still there, which would otherwise mean reading them at every run. (forEach:
+  // for-of allocates per entry in code that runs too rarely to be optimized.)
+  session.graph.files.forEach((f) => {
+    if (f.state === "static" && f.visited !== stamp && !isDirPath(f.path)) files.add(f.path);
+  });
   if (!complete) {
     for (const record of session.oldSteps) {
       if (session.graph.steps.has(keyOf(record))) continue;

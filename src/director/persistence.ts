@@ -324,9 +324,6 @@ export function entryFor(step: StepNode, files: FileTable): JournalEntry {
   for (const f of step.outputs) add(f.path);
   const sources = sourcePaths(step, record.fingerprint);
   for (let i = 0; i < sources.length; i++) add(sources[i]!);
-  // The static files it declared: stateToSave keeps their hashes as well.
-  const statics = step.products.statics;
-  for (let i = 0; i < statics.length; i++) add(statics[i]!);
   return {
     step: record,
     creator: step.creator ? step.creator.key : null,

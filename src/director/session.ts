@@ -83,8 +83,8 @@ export class Session implements RpcHandler {
   /** Deferred globs: their matches become static when a step first uses them as input. */
   private readonly deferred: Array<{ owner: StepNode; patterns: string[]; compiled: CompiledPattern[] }> = [];
   private readonly ready: StepNode[] = [];
-  /** Static files that running steps declared in this phase (see hashDeclaredStatics). */
-  private readonly declaredStatics: string[] = [];
+  /** Whether running steps declared static files in this phase (see hashDeclaredStatics). */
+  private declaredStatics = false;
   private readyHead = 0;
   /** Running steps with the time they started (ms, from opts.now). */
   readonly running = new Map<StepNode, number>();
@@ -165,9 +165,14 @@ export class Session implements RpcHandler {
    * this, the first run after the one that declared them would learn them and save again.
    */
   hashDeclaredStatics(): void {
-    const statics = this.declaredStatics;
-    for (let i = 0; i < statics.length; i++) if (!this.files.hashes.has(statics[i]!)) this.files.hash(statics[i]!);
-    statics.length = 0;
+    if (!this.declaredStatics) return;
+    this.declaredStatics = false;
+    // Those that steps read are hashed already, by the steps that ran.
+    const hashes = this.files.hashes;
+    this.graph.files.forEach((f) => {
+      if (f.state !== "static" || f.consumers.length > 0 || f.absent || isDirPath(f.path)) return;
+      if (!hashes.has(f.path)) this.files.hash(f.path);
+    });
   }
 
   private checkIdle(): void {
@@ -634,7 +639,7 @@ export class Session implements RpcHandler {
     switch (item.k) {
       case "static": {
         const r = this.graph.declareStatic(step, item.paths);
-        if (r.ok) for (const path of item.paths) if (!isDirPath(path)) this.declaredStatics.push(path);
+        if (r.ok) this.declaredStatics = true;
         return r.ok ? undefined : r.error;
       }
       case "step": {
