@@ -22,10 +22,11 @@ export class FileTable {
 
   /**
    * Paths whose entry this table learned, changed or dropped after the last journal entry that
-   * holds them was written (journaled). Each run phase has its own FileTable, and a phase ends
-   * with the state file saved or with this empty. A run may end on the journal alone, without rewriting
-   * the state file, only when this is empty: otherwise the next run would not know what this one
-   * learned, and a file touched without a change of content would be read again by every run.
+   * holds them was written (journaled). A run phase may end on the journal alone, without
+   * rewriting the state file, only when this is empty: otherwise the next run would not know
+   * what this one learned, and a file touched without a change of content would be read again
+   * by every run. Each phase has its own FileTable, and ends with the state file saved or with
+   * this empty, so the next phase starts from a table that the files on disk hold.
    */
   private readonly unjournaled = new Set<string>();
 
