@@ -1,5 +1,6 @@
 // The director's table of file hashes: the last known hash of every file tsup has looked at,
 // kept across runs so the stat shortcut works on restart.
+import { statSync } from "node:fs";
 import { isAbsPath, isDirPath } from "../paths.js";
 import { hashPath, type HashOutcome } from "../state/filehash.js";
 import type { FileHashes } from "../state/filehashes.js";
@@ -76,7 +77,10 @@ export class FileTable {
     }
     const seen = this.batchFiles?.get(path);
     if (seen) return seen;
-    const known = this.hashes.get(path);
+    return this.hashFile(path, this.hashes.get(path));
+  }
+
+  private hashFile(path: string, known: FileHash | undefined): HashOutcome {
     const outcome = hashPath(this.abs(path), false, known);
     if (outcome.kind === "ok" && outcome.hash !== known) {
       this.hashes.set(path, outcome.hash);
@@ -85,6 +89,28 @@ export class FileTable {
     }
     this.batchFiles?.set(path, outcome);
     return outcome;
+  }
+
+  /**
+   * Whether `path` is there: a file, or a directory for a path with a trailing slash. A path whose
+   * hash is known is hashed as usual (one stat() confirms it, and the steps that read the file
+   * later in the batch find it done); any other is only stat()ed, so that checking a static file
+   * that no step reads never reads it, nor adds it to the table (which would then change at every
+   * run, since the saved table keeps only what steps name).
+   */
+  present(path: string): boolean {
+    if (isDirPath(path)) return this.hash(path).kind === "ok";
+    const seen = this.batchFiles?.get(path);
+    if (seen) return seen.kind === "ok";
+    const known = this.hashes.get(path);
+    if (known !== undefined) return this.hashFile(path, known).kind === "ok";
+    try {
+      const st = statSync(this.abs(path), { throwIfNoEntry: false });
+      return st !== undefined && !st.isDirectory();
+    } catch {
+      // ENOTDIR and friends: a parent is not a directory, so the path does not exist.
+      return false;
+    }
   }
 
   known(path: string): FileHash | null {

@@ -209,17 +209,11 @@ export function stateToSave(session: Session, complete: boolean): SavedState {
     const sources = sourcePaths(step, saved.fingerprint);
     for (let i = 0; i < sources.length; i++) files.add(sources[i]!);
   }
-  // So are those of the static files that no step reads: a skipped plan checks that the files it
-  // declared are still there, which would otherwise mean reading them at every run. (forEach:
-  // for-of allocates per entry in code that runs too rarely to be optimized.)
-  session.graph.files.forEach((f) => {
-    if (f.state === "static" && f.visited !== stamp && !isDirPath(f.path)) files.add(f.path);
-  });
   if (!complete) {
     for (const record of session.oldSteps) {
       if (session.graph.steps.has(keyOf(record))) continue;
       steps.push({ ...record, creator: -1, orphan: true });
-      for (const p of [...record.inp, ...record.out, ...record.statics, ...(record.amended?.inp ?? []), ...(record.amended?.out ?? [])]) {
+      for (const p of [...record.inp, ...record.out, ...(record.amended?.inp ?? []), ...(record.amended?.out ?? [])]) {
         files.add(p);
       }
     }

@@ -209,7 +209,6 @@ async function runPhase(
   try {
     session.boot();
     await session.runPhase();
-    session.hashDeclaredStatics();
   } finally {
     clearInterval(progress);
   }

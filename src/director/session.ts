@@ -6,7 +6,7 @@
 // available) -> ready list -> skip check in the director -> SKIP, or queued in its pool ->
 // a worker runs it -> SUCCESS (outputs built, consumers released) or FAIL.
 import type { EventSink, Page, StepCounts, StepRef, TsupEvent } from "../events.js";
-import { isDirPath, normPath, rootFrom } from "../paths.js";
+import { normPath, rootFrom } from "../paths.js";
 import { ENV_HERE, ENV_ROOT, ENV_ROOT_REL, ENV_SOCKET, ENV_STEP_KEY, type Declaration } from "../rpc/protocol.js";
 import type { RpcHandler } from "../rpc/server.js";
 import { Scheduler } from "../scheduler/scheduler.js";
@@ -83,8 +83,6 @@ export class Session implements RpcHandler {
   /** Deferred globs: their matches become static when a step first uses them as input. */
   private readonly deferred: Array<{ owner: StepNode; patterns: string[]; compiled: CompiledPattern[] }> = [];
   private readonly ready: StepNode[] = [];
-  /** Whether running steps declared static files in this phase (see hashDeclaredStatics). */
-  private declaredStatics = false;
   private readyHead = 0;
   /** Running steps with the time they started (ms, from opts.now). */
   readonly running = new Map<StepNode, number>();
@@ -155,23 +153,6 @@ export class Session implements RpcHandler {
     return new Promise((resolve) => {
       this.idleWaiters.push(resolve);
       this.checkIdle();
-    });
-  }
-
-  /**
-   * Hash the static files declared in this phase that no step has read, once the phase is over.
-   * The saved table keeps the hashes of declared static files (stateToSave), so that the next
-   * run's check that they are still there trusts their stat() instead of reading them: without
-   * this, the first run after the one that declared them would learn them and save again.
-   */
-  hashDeclaredStatics(): void {
-    if (!this.declaredStatics) return;
-    this.declaredStatics = false;
-    // Those that steps read are hashed already, by the steps that ran.
-    const hashes = this.files.hashes;
-    this.graph.files.forEach((f) => {
-      if (f.state !== "static" || f.consumers.length > 0 || f.absent || isDirPath(f.path)) return;
-      if (!hashes.has(f.path)) this.files.hash(f.path);
     });
   }
 
@@ -292,7 +273,7 @@ export class Session implements RpcHandler {
       // the file stays declared and whoever consumes it waits until it is back.
       const absent = new Set<string>();
       const statics = record.statics;
-      for (let i = 0; i < statics.length; i++) if (this.files.hash(statics[i]!).kind !== "ok") absent.add(statics[i]!);
+      for (let i = 0; i < statics.length; i++) if (!this.files.present(statics[i]!)) absent.add(statics[i]!);
       const r = this.graph.declareStatic(step, record.statics, true, absent);
       if (!r.ok) problems.push(r.error);
     }
@@ -639,7 +620,6 @@ export class Session implements RpcHandler {
     switch (item.k) {
       case "static": {
         const r = this.graph.declareStatic(step, item.paths);
-        if (r.ok) this.declaredStatics = true;
         return r.ok ? undefined : r.error;
       }
       case "step": {

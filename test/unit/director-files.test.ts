@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
@@ -53,5 +53,27 @@ describe("FileTable: what the journal must hold before a run may end on it", () 
     files.forget("missing.txt");
     files.journaled("a.txt");
     assert.equal(files.allJournaled, true, "forgetting a path the table lacks changes nothing");
+  });
+});
+
+describe("FileTable.present: a check that a static file is there", () => {
+  test("a file the table does not know is stat()ed, not hashed: the table stays as it was", () => {
+    const files = loadedTable();
+    writeFileSync(join(root, "README.txt"), "read me\n");
+    assert.equal(files.present("README.txt"), true);
+    assert.equal(files.known("README.txt"), null);
+    assert.equal(files.changed, false);
+    assert.equal(files.allJournaled, true);
+  });
+
+  test("a known file is confirmed like any hash; missing files and misplaced directories are not there", () => {
+    const files = loadedTable();
+    assert.equal(files.present("a.txt"), true);
+    assert.equal(files.changed, false);
+    mkdirSync(join(root, "sub"), { recursive: true });
+    assert.equal(files.present("sub/"), true);
+    assert.equal(files.present("sub"), false, "a directory named without its slash");
+    assert.equal(files.present("nothing.txt"), false);
+    assert.equal(files.present("a.txt/inside"), false, "a parent that is a file");
   });
 });
