@@ -1,8 +1,7 @@
 // The director's table of file hashes: the last known hash of every file tsup has looked at,
 // kept across runs so the stat shortcut works on restart.
-import { statSync } from "node:fs";
 import { isAbsPath, isDirPath } from "../paths.js";
-import { hashPath, type HashOutcome } from "../state/filehash.js";
+import { hashPath, statPath, type HashOutcome } from "../state/filehash.js";
 import type { FileHashes } from "../state/filehashes.js";
 import type { FileHash } from "../state/types.js";
 
@@ -104,13 +103,8 @@ export class FileTable {
     if (seen) return seen.kind === "ok";
     const known = this.hashes.get(path);
     if (known !== undefined) return this.hashFile(path, known).kind === "ok";
-    try {
-      const st = statSync(this.abs(path), { throwIfNoEntry: false });
-      return st !== undefined && !st.isDirectory();
-    } catch {
-      // ENOTDIR and friends: a parent is not a directory, so the path does not exist.
-      return false;
-    }
+    const st = statPath(this.abs(path));
+    return st !== undefined && !st.isDirectory();
   }
 
   known(path: string): FileHash | null {

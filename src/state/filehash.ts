@@ -24,6 +24,18 @@ export function hashPath(absPath: string, isDir: boolean, known: FileHash | null
   return hashPathUpTo(absPath, isDir, known, Infinity) as HashOutcome;
 }
 
+/** stat() of `absPath` (a trailing slash allowed), following symlinks; undefined when it does not exist. */
+export function statPath(absPath: string): Stats | undefined {
+  try {
+    return statSync(absPath.endsWith("/") && absPath.length > 1 ? absPath.slice(0, -1) : absPath, {
+      throwIfNoEntry: false,
+    });
+  } catch {
+    // ENOTDIR and friends: a parent is not a directory, so the path does not exist.
+    return undefined;
+  }
+}
+
 /** A file that has to be read and is larger than the caller is willing to hash synchronously. */
 export interface LargeFile {
   kind: "large";
@@ -42,15 +54,7 @@ export function hashPathUpTo(
   known: FileHash | null | undefined,
   syncLimit: number,
 ): HashOutcome | LargeFile {
-  let st: Stats | undefined;
-  try {
-    st = statSync(absPath.endsWith("/") && absPath.length > 1 ? absPath.slice(0, -1) : absPath, {
-      throwIfNoEntry: false,
-    });
-  } catch {
-    // ENOTDIR and friends: a parent is not a directory, so the path does not exist.
-    st = undefined;
-  }
+  const st = statPath(absPath);
   if (st === undefined) return { kind: "missing" };
   if (st.isDirectory()) {
     if (!isDir) return { kind: "wrong-type", message: "Directory without trailing slash" };
