@@ -75,6 +75,11 @@ export interface Meta {
   /** The N run with tsup and ninja only (the 100,000-step targets refer to the largest). */
   big: number[];
   durationS: number;
+  /**
+   * Median start-up time of Node (`node -e 0`) in ms: in the environment the tools run in, and in
+   * the one the suite was started from (see benchEnv in runner.ts). Absent in older results.
+   */
+  nodeStartMs?: { asRun: number; asShell: number; leftOut: string[] };
 }
 
 export interface Results {
@@ -83,6 +88,14 @@ export interface Results {
   samples: Sample[];
   stateIo: StateIoResult | null;
   profile: ProfileResult | null;
+}
+
+/** The machine table's line on Node's start-up, and what the runs leave out of the environment. */
+function nodeStartLine(t: { asRun: number; asShell: number; leftOut: string[] }): string {
+  const asRun = `${t.asRun.toFixed(0)} ms as the tools run`;
+  // Only worth a word when the shell's environment made a difference.
+  if (Math.abs(t.asShell - t.asRun) < 10) return asRun;
+  return `${asRun}; ${t.asShell.toFixed(0)} ms in the environment of the shell that started the suite, which sets what the runs leave out: ${t.leftOut.join(", ")} (see benchEnv in bench/runner.ts)`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -231,6 +244,7 @@ export function render(r: Results): string {
     ["Work folders", m.fs],
     ["Load average (1, 5, 15 min)", `before ${m.loadBefore}; after ${m.loadAfter}`],
     ...Object.entries(m.versions).map(([k, v]) => [k, v]),
+    ...(m.nodeStartMs ? [["Node start-up (`node -e 0`)", nodeStartLine(m.nodeStartMs)]] : []),
     ["Workers / jobs", `${m.workers} (pool workload: 4 workers, pool of 2)`],
   ]));
   out.push("");

@@ -20,8 +20,8 @@ import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { summarizeProfile } from "./profile.js";
-import { render, writeDoc, type Group, type Meta, type ProcessCpu, type ProfileResult, type Results, type Sample, type StateIoResult } from "./report.js";
-import { BenchCheckError, cleanBuild, runTool, verify, type Phase, type RunOptions, type RunResult } from "./runner.js";
+import { median, render, writeDoc, type Group, type Meta, type ProcessCpu, type ProfileResult, type Results, type Sample, type StateIoResult } from "./report.js";
+import { benchEnv, BenchCheckError, LEFT_OUT, cleanBuild, runTool, verify, type Phase, type RunOptions, type RunResult } from "./runner.js";
 import { editedContent, generate, KINDS, makeWorkload, POOL_STEPS, TOOLS, writeInputs, type Kind, type Tool, type Workload } from "./workloads.js";
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -206,7 +206,24 @@ function collectMeta(o: Options, root: string): Meta {
     workers: o.workers,
     big: o.big,
     durationS: 0,
+    nodeStartMs: {
+      asRun: nodeStartMs(benchEnv()),
+      asShell: nodeStartMs(process.env),
+      leftOut: LEFT_OUT.filter((name) => process.env[name] !== undefined),
+    },
   };
+}
+
+/** Median wall time of `node -e 0` in `env`, in ms: what every start of Node costs before any code of tsup runs. */
+function nodeStartMs(env: NodeJS.ProcessEnv, reps = 7): number {
+  const times: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    const r = spawnSync(process.execPath, ["-e", "0"], { env, stdio: "ignore" });
+    if (r.status !== 0) usage(`node -e 0 exited with ${r.status ?? r.error?.message}`);
+    times.push(performance.now() - t0);
+  }
+  return median(times)!;
 }
 
 // ---------------------------------------------------------------------------------------------
