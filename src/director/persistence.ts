@@ -265,12 +265,16 @@ export class StepJournal {
  * Whether the state file plus journal, which hold `previous` and then what `journaled` names,
  * already say everything `next` says: every record of `next` is either one of `previous` (same
  * object: finalize reuses the records it would write unchanged) or the record of a step the
- * journal holds, no record was dropped or added, and no file was dropped from the table.
+ * journal holds, no record was dropped or added, and `next` keeps the table it was loaded with.
  * Anything else (a failed step, a cleaned output) means the state file must be written.
  *
  * The session updates the loaded file table in place, so `previous.files` already holds this
  * run's hashes. That the journal holds all of them too (a file touched without a change of
- * content is in no journal entry) is for the caller to check: FileTable.allJournaled.
+ * content is in no journal entry) is for the caller to check: FileTable.allJournaled. A `next`
+ * made with stateToSave's `wholeTable` keeps it even when some of its files are no longer named
+ * by any step (a journaled step now reads other files than before): those hashes are harmless
+ * (a hash is only ever used for its own path, and only after its stat matches), and they go at
+ * the next time the state file is written.
  */
 export function journalCovers(previous: SavedState, next: SavedState, journaled: Journaled): boolean {
   if (next.steps.length !== previous.steps.length) return false;
@@ -288,8 +292,8 @@ export function journalCovers(previous: SavedState, next: SavedState, journaled:
     if (old === undefined) return false;
     if (journaled.keys.has(key) ? r.fingerprint === null : !sameData(old, r)) return false;
   }
-  // stateToSave saves the session's table, which is `previous.files`, itself unless it drops
-  // files that no step names any more; a copy means some were dropped.
+  // stateToSave saves the session's table, which is `previous.files`, itself with `wholeTable`
+  // or when no file was left unnamed; a copy means some were dropped.
   return next.files === previous.files;
 }
 

@@ -232,16 +232,17 @@ async function runPhase(
     session.graph.steps.size === previous.steps.length;
   let state = previous;
   if (!unchanged) {
-    state = stateToSave(session, summary.complete);
     // A few steps ran and nothing else changed: the journal already holds it all, and rewriting
     // the whole state file (over a second at 100,000 steps) can wait until the journal is long.
-    const limit = journalLimit(state.steps.length, opts.env);
-    const leave =
-      previousOnDisk &&
-      journal.entries <= limit &&
-      session.files.allJournaled &&
-      journalCovers(previous, state, journal.recorded) &&
-      journal.endWithoutSaving();
+    // The limit counts the steps of `previous`: the journal covers only a run with as many.
+    const limit = journalLimit(previous.steps.length, opts.env);
+    const mayLeave = previousOnDisk && journal.entries <= limit && session.files.allJournaled;
+    // Such a run keeps the table whole, which spares the walk choosing its files.
+    state = stateToSave(session, summary.complete, mayLeave);
+    const leave = mayLeave && journalCovers(previous, state, journal.recorded) && journal.endWithoutSaving();
+    // Not covered after all (a step failed, a plan defined other steps): the file is written,
+    // with only the files that steps name.
+    if (mayLeave && !leave) state = stateToSave(session, summary.complete);
     if (leave) {
       const n = journal.entries;
       opts.sink.emit({

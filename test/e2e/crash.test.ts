@@ -2,7 +2,7 @@
 // run may execute again a step that reported SUCCESS (unless its inputs changed since), and no
 // run may skip a step whose outputs are stale. Then damaged state and journal files.
 import assert from "node:assert/strict";
-import { cpSync, existsSync, readdirSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
+import { chmodSync, cpSync, existsSync, readdirSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
 import { before, describe, test } from "node:test";
 import { freshProjects, show, tsup, withAction, type Project, type RunResult } from "./harness.js";
 
@@ -225,6 +225,62 @@ describe("ending a run without rewriting the state file", () => {
     assert.equal(last.code, 0, show(last));
     assert.deepEqual(withAction(last, "START").sort(), ["./plan.ts", "sed s/^/z/ in/7.txt > z7.txt"], show(last));
     for (let i = 0; i < 20; i++) assert.match(p.read(`z${i}.txt`), /^z/);
+  });
+});
+
+describe("ending a run on the journal when a step reads other files than before", () => {
+  // pick.sh amends whichever file which.txt names, then copies it.
+  const project = {
+    "plan.ts": `import { declareStatic, step } from "tsup-flow";
+declareStatic("pick.sh", "which.txt", "a.txt", "b.txt");
+step("./pick.sh", { inp: ["pick.sh", "which.txt"], out: "picked.txt" });
+`,
+    "pick.sh": `#!/bin/sh
+f=$(cat which.txt)
+tsup act amend --inp "$f" || exit
+cp "$f" picked.txt
+`,
+    "which.txt": "a.txt\n",
+    "a.txt": "from a\n",
+    "b.txt": "from b\n",
+  };
+
+  test("the old input's hash stays in the table until the state file is written, and changes nothing", async () => {
+    const p = fresh(project);
+    chmodSync(p.path("pick.sh"), 0o755);
+    const stateFile = p.path(".stepup/workflow.mpk.xz");
+    const first = await tsup(p.dir, ["-n", "-w2"]);
+    assert.equal(first.code, 0, show(first));
+    assert.equal(p.read("picked.txt"), "from a\n");
+    const saved = readFileSync(stateFile);
+
+    // The step now amends b.txt instead of a.txt. No step names a.txt any more, yet the journal
+    // says everything else: the run ends on it, and the state file keeps a.txt's hash.
+    p.write("which.txt", "b.txt\n");
+    const switched = await tsup(p.dir, ["-n", "-w2", "-e"]);
+    assert.equal(switched.code, 0, show(switched));
+    assert.deepEqual(withAction(switched, "START"), ["./pick.sh"], show(switched));
+    assert.match(switched.stdout, /WORKFLOW │ Recorded in \.stepup\/workflow\.journal \(1 entry/, show(switched));
+    assert.deepEqual(readFileSync(stateFile), saved, "the state file is left alone");
+    assert.equal(p.read("picked.txt"), "from b\n");
+
+    // a.txt is no input any more: editing it reruns nothing. Its outdated hash is noticed (the
+    // plan declared it static) and the state file is written, without it.
+    p.write("a.txt", "from a, edited\n");
+    const edited = await tsup(p.dir, ["-n", "-w2"]);
+    assert.equal(edited.code, 0, show(edited));
+    assert.deepEqual(withAction(edited, "START"), [], show(edited));
+    assert.match(edited.stdout, /Dumped to \.stepup\/workflow\.mpk\.xz/, show(edited));
+    const noop = await tsup(p.dir, ["-n", "-w2"]);
+    assert.deepEqual(withAction(noop, "START"), [], show(noop));
+    assert.doesNotMatch(noop.stdout, /Dumped|Recorded|Recovered/, show(noop));
+
+    // b.txt is the input now: editing it reruns the step.
+    p.write("b.txt", "from b, edited\n");
+    const rerun = await tsup(p.dir, ["-n", "-w2"]);
+    assert.equal(rerun.code, 0, show(rerun));
+    assert.deepEqual(withAction(rerun, "START"), ["./pick.sh"], show(rerun));
+    assert.equal(p.read("picked.txt"), "from b, edited\n");
   });
 });
 
