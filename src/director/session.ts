@@ -31,9 +31,50 @@ export interface Runner {
    * `exited` when it is over, possibly before the result settles.
    */
   run(request: RunRequest, hooks?: { exited?: () => void; started?: () => void }): Promise<RunResult>;
+  /** Whether runBehind(ahead, ...) would take a step now. */
+  canRunBehind(ahead: RunRequest): boolean;
+  /**
+   * Run `request` on the lane of the running `ahead` once that is over, and on no other lane
+   * meanwhile (it takes over the pool slot of `ahead`). Null when that lane cannot take it.
+   */
+  runBehind(ahead: RunRequest, request: RunRequest, hooks?: { exited?: () => void; started?: () => void }): Promise<RunResult> | null;
+  /**
+   * Move `request`, waiting since runBehind: to an idle lane (`to` null: it got a slot of its
+   * own), or behind the running step `to`. `moving` is called before it is placed. False when
+   * that cannot be done now.
+   */
+  moveBehind(request: RunRequest, to: RunRequest | null, moving: () => void): boolean;
   /** Hand back the steps that wait queued and have not started (their results say `withdrawn`). */
   withdrawQueued(): void;
 }
+
+/**
+ * A step from execute() until its command is over (or it never started), as far as the slots of
+ * its pool go. A step of a full pool can wait on the lane of a running step of its pool and take
+ * over that step's slot (Session.queueBehind): in a pool of size k, each of the k lanes then goes
+ * from one step of the pool to the next by itself.
+ */
+interface Execution {
+  readonly request: RunRequest;
+  readonly pool: string | null;
+  /** It holds a slot; false while it waits behind `ahead`. */
+  holdsSlot: boolean;
+  /** The running step of its pool whose slot it takes over when that is over. */
+  ahead: Execution | null;
+  /** The step waiting behind it. */
+  behind: Execution | null;
+  /** Its command is over, or it never started. */
+  released: boolean;
+  /** When (opts.now) it began to wait behind `ahead`, or, holding a slot, to run. */
+  since: number;
+}
+
+/**
+ * A step that has waited behind a running one for this many times as long as the step just over
+ * on another lane of its pool took moves there (Session.freeSlotOf): behind a long step, it would
+ * otherwise wait while the other lanes of its pool go through the steps queued after it.
+ */
+const HOP_AFTER_RUNS = 2;
 
 /**
  * The environment every step of a run gets besides the director's own: the PATH with the `tsup`
@@ -86,6 +127,8 @@ export class Session implements RpcHandler {
   private readyHead = 0;
   /** Running steps with the time they started (ms, from opts.now). */
   readonly running = new Map<StepNode, number>();
+  /** Steps handed to the worker pool whose command has not started yet (see execute). */
+  private readonly waitingOnLanes = new Set<StepNode>();
   /**
    * Steps whose command is over but whose result is not recorded yet, by exit number (exits
    * counts the steps whose command ended). The START line of a step that starts meanwhile waits
@@ -97,6 +140,10 @@ export class Session implements RpcHandler {
   private readonly unrecorded = new Set<number>();
   private exits = 0;
   private readonly deferredStarts: Array<{ event: TsupEvent; after: number; shown: () => void }> = [];
+  /** Per pool: its steps that hold a slot and whose command is not over (see Execution). */
+  private readonly slotHolders = new Map<string, Set<Execution>>();
+  /** Per pool: its steps that wait behind a running one, oldest first. */
+  private readonly waitingBehind = new Map<string, Execution[]>();
   private pumpScheduled = false;
   private idleWaiters: Array<() => void> = [];
   stopping = false;
@@ -158,6 +205,7 @@ export class Session implements RpcHandler {
 
   private checkIdle(): void {
     if (this.readyHead < this.ready.length || this.running.size > 0 || this.pumpScheduled) return;
+    if (this.waitingOnLanes.size > 0) return;
     // Commands that are over but whose results are still coming (large outputs being hashed).
     if (this.unrecorded.size > 0) return;
     if (this.scheduler.queued > 0 && !this.scheduler.held && !this.stopping) return;
@@ -240,8 +288,93 @@ export class Session implements RpcHandler {
     while (this.opts.runner.freeSlots() > 0) {
       const next = this.scheduler.next();
       if (!next) break;
-      this.execute(next.item, next.pool).catch((err: unknown) => this.fatal(err as Error));
+      this.execute(next.item, next.pool, null).catch((err: unknown) => this.fatal(err as Error));
     }
+    if (this.slotHolders.size > 0) this.queueBehind();
+  }
+
+  /**
+   * Steps of full pools wait on the lanes of running steps of their pool, to take over their
+   * slots. Without this, every step of a busy pool started only after the director had heard
+   * that the one before was over: a round trip per step, on a busy machine often milliseconds.
+   */
+  private queueBehind(): void {
+    for (const [pool, holders] of this.slotHolders) {
+      if (this.scheduler.waitingIn(pool) === 0) continue;
+      for (const ahead of holders) {
+        if (ahead.behind !== null || !this.opts.runner.canRunBehind(ahead.request)) continue;
+        const step = this.scheduler.takeBehind(pool);
+        if (step === undefined) break;
+        this.execute(step, pool, ahead).catch((err: unknown) => this.fatal(err as Error));
+      }
+    }
+  }
+
+  /** `exec` no longer runs: its slot goes to the step waiting behind it, or to another, or is free. */
+  private freeSlotOf(exec: Execution): void {
+    const pool = exec.pool;
+    if (pool === null) {
+      this.scheduler.done(null);
+      return;
+    }
+    if (!exec.holdsSlot) {
+      // It never got the slot it waited for (handed back, or failed before it could start).
+      if (exec.ahead !== null) exec.ahead.behind = null;
+      this.stopWaiting(exec, pool);
+      return;
+    }
+    this.slotHolders.get(pool)?.delete(exec);
+    const now = this.opts.now();
+    const heir = exec.behind;
+    const waiting = this.waitingBehind.get(pool);
+    if (heir !== null && !heir.released) {
+      // Its lane is starting it right now.
+      this.takeSlot(heir, pool, now);
+      // The step that has waited longest behind another may have picked a long one: once it
+      // has waited for several steps like this one, it waits behind the heir instead.
+      const stuck = waiting?.[0];
+      if (stuck !== undefined && now - stuck.since > HOP_AFTER_RUNS * (now - exec.since)) {
+        this.opts.runner.moveBehind(stuck.request, heir.request, () => this.waitBehind(stuck, heir, now));
+      }
+      return;
+    }
+    // A step still waiting behind a running one is older than anything queued: it takes the
+    // free slot, on an idle lane, if it can.
+    for (const w of waiting ?? []) {
+      if (this.opts.runner.moveBehind(w.request, null, () => this.takeSlot(w, pool, now))) return;
+    }
+    this.scheduler.done(pool);
+  }
+
+  /** `exec`, already waiting behind a step, waits behind `ahead` instead. */
+  private waitBehind(exec: Execution, ahead: Execution, now: number): void {
+    if (exec.ahead !== null && exec.ahead.behind === exec) exec.ahead.behind = null;
+    exec.ahead = ahead;
+    ahead.behind = exec;
+    exec.since = now;
+  }
+
+  /** `exec`, waiting behind another, takes over a slot of its pool. */
+  private takeSlot(exec: Execution, pool: string, now: number): void {
+    if (exec.ahead !== null && exec.ahead.behind === exec) exec.ahead.behind = null;
+    this.stopWaiting(exec, pool);
+    exec.holdsSlot = true;
+    exec.since = now;
+    this.holdSlot(exec, pool);
+  }
+
+  private holdSlot(exec: Execution, pool: string): void {
+    const holders = this.slotHolders.get(pool);
+    if (holders) holders.add(exec);
+    else this.slotHolders.set(pool, new Set([exec]));
+  }
+
+  private stopWaiting(exec: Execution, pool: string): void {
+    exec.ahead = null;
+    this.scheduler.leftBehind(pool);
+    const waiting = this.waitingBehind.get(pool);
+    const at = waiting?.indexOf(exec) ?? -1;
+    if (at >= 0) waiting!.splice(at, 1);
   }
 
   /** Skip `step` or queue it to run; true when it was queued. */
@@ -350,9 +483,11 @@ export class Session implements RpcHandler {
     return { ok: true };
   }
 
-  private async execute(step: StepNode, pool: string | null): Promise<void> {
+  /** Run `step`, holding a slot of its pool, or waiting behind `ahead` to take over its slot. */
+  private async execute(step: StepNode, pool: string | null, ahead: Execution | null): Promise<void> {
     step.state = "running";
-    this.running.set(step, this.opts.now());
+    // Until its command starts, it waits: on a lane behind another step, or for inputs to hash.
+    this.waitingOnLanes.add(step);
     // A fresh run declares everything anew; what the old record said no longer counts.
     step.fingerprint = null;
     step.amendedEnv.clear();
@@ -368,7 +503,9 @@ export class Session implements RpcHandler {
       if (reported) return;
       reported = true;
       started = this.opts.now();
-      this.running.set(step, started);
+      this.waitingOnLanes.delete(step);
+      // Not when it failed before its command could start (then it is over already).
+      if (!exec.released) this.running.set(step, started);
       const startEvent: TsupEvent = { kind: "start", step: this.ref(step), time: started };
       // Steps that ended before this one started; not itself, when it never got to start.
       const after = exit > 0 ? exit - 1 : this.exits;
@@ -380,20 +517,43 @@ export class Session implements RpcHandler {
     };
     let result: RunResult;
     const request = this.requestFor(step);
+    const exec: Execution = {
+      request,
+      pool,
+      holdsSlot: ahead === null,
+      ahead,
+      behind: null,
+      released: false,
+      since: this.opts.now(),
+    };
+    if (pool !== null) {
+      if (ahead === null) this.holdSlot(exec, pool);
+      else {
+        ahead.behind = exec;
+        const waiting = this.waitingBehind.get(pool);
+        if (waiting) waiting.push(exec);
+        else this.waitingBehind.set(pool, [exec]);
+      }
+    }
     // The pool slot is free as soon as the command is over; the next queued step can start on
     // the lane while this one's outputs are hashed and recorded.
-    let released = false;
     const release = (): void => {
-      if (released) return;
-      released = true;
+      if (exec.released) return;
+      exec.released = true;
       exit = ++this.exits;
       this.unrecorded.add(exit);
       this.running.delete(step);
-      this.scheduler.done(pool);
+      this.waitingOnLanes.delete(step);
+      this.freeSlotOf(exec);
       this.startQueued();
     };
+    const hooks = { exited: release, started: reportStart };
     try {
-      result = await this.opts.runner.run(request, { exited: release, started: reportStart });
+      const running =
+        ahead === null ? this.opts.runner.run(request, hooks) : this.opts.runner.runBehind(ahead.request, request, hooks);
+      // queueBehind asked canRunBehind just before, so this would be a bug of ours.
+      if (running === null) throw new Error("The lane to wait on could not take the step");
+      result = await running;
     } catch (err) {
       result = {
         exitCode: null,
@@ -703,7 +863,7 @@ export class Session implements RpcHandler {
         if (step.replayed) counts.skipped++;
         else counts.succeeded++;
       } else if (step.state === "failed") counts.failed++;
-      else if (step.state !== "running") counts.pending++;
+      else if (step.state !== "running" || this.waitingOnLanes.has(step)) counts.pending++;
     }
     const pools = [...this.graph.pools].map(([name, def]) => ({
       name,

@@ -4,6 +4,11 @@
 // Picking is O(number of pools): among the pools with a free slot, the one whose oldest queued
 // step was queued first wins, so steps start in the order they became ready whenever the limits
 // allow it.
+//
+// A step of a full pool can also be taken to wait behind a running step of its pool
+// (takeBehind): it takes over that step's slot when it is over (leftBehind), so it needs no slot
+// of its own. The session places it on the same lane, which then goes on to it without a round
+// trip through the director.
 
 export interface PoolLimits {
   /** The size of a pool, or undefined when the pool is not defined. */
@@ -47,6 +52,8 @@ class Fifo<T> {
 export class Scheduler<T> {
   private readonly queues = new Map<string | null, Fifo<T>>();
   private readonly running = new Map<string | null, number>();
+  /** Steps taken with takeBehind that have no slot yet, per pool. */
+  private readonly behind = new Map<string, number>();
   private seq = 0;
   private queuedCount = 0;
   /** On hold: nothing new starts (drain, interruption). */
@@ -88,7 +95,30 @@ export class Scheduler<T> {
     return { item: entry.item, pool: best.pool };
   }
 
-  /** A step taken with next() finished: free its pool slot. */
+  /**
+   * Take the oldest queued step of `pool` to wait behind a running step of that pool, when the
+   * pool has no free slot (else next() starts it): it gets a slot only from a step that ends.
+   */
+  takeBehind(pool: string): T | undefined {
+    if (this.held) return undefined;
+    const size = this.limits.sizeOf(pool) ?? 0;
+    if (this.runningIn(pool) < size) return undefined;
+    const entry = this.queues.get(pool)?.shift();
+    if (!entry) return undefined;
+    this.queuedCount--;
+    this.behind.set(pool, (this.behind.get(pool) ?? 0) + 1);
+    return entry.item;
+  }
+
+  /**
+   * A step taken with takeBehind waits no more: it took over the slot of a finished step of its
+   * pool (the running count stays), or it ended, or was handed back, without ever having one.
+   */
+  leftBehind(pool: string): void {
+    this.behind.set(pool, Math.max(0, (this.behind.get(pool) ?? 0) - 1));
+  }
+
+  /** A step that holds a slot (from next(), or taken over) finished: free the slot. */
   done(pool: string | null): void {
     this.running.set(pool, Math.max(0, (this.running.get(pool) ?? 0) - 1));
   }
@@ -97,7 +127,13 @@ export class Scheduler<T> {
     return this.running.get(pool) ?? 0;
   }
 
+  /** Steps of `pool` waiting for a slot: queued, or behind a running step of the pool. */
   queuedIn(pool: string | null): number {
+    return (this.queues.get(pool)?.length ?? 0) + (pool === null ? 0 : (this.behind.get(pool) ?? 0));
+  }
+
+  /** Steps of `pool` that wait in its queue (not those behind a running step). */
+  waitingIn(pool: string | null): number {
     return this.queues.get(pool)?.length ?? 0;
   }
 

@@ -7,6 +7,9 @@
 // lane goes on to it without waiting for the director. A queued step is not bound to its lane:
 // when a lane falls idle while another still has a step queued (behind a long step, say), the
 // idle lane takes it over, unless that step is already starting (Worker.withdraw says so).
+// Except a step queued with runBehind: it holds the pool slot of the step ahead of it, so it may
+// only start once that step is over (the session moves it, with moveBehind, when it gets a slot of
+// its own first).
 import type { RunRequest, RunResult } from "./protocol.js";
 import { settledWithin, settleUnstarted, Worker, type LaneHooks, type Queued } from "./worker.js";
 
@@ -108,6 +111,64 @@ export class WorkerPool {
       }
       lane ??= w;
     }
+    return this.track(hooks, (done, laneHooks) => {
+      if (lane !== undefined) lane.run(req, done, laneHooks);
+      else if (queueOn !== undefined) queueOn.queue(req, done, laneHooks);
+      // More steps than slots (a lane that looked free went on to hash large inputs): kept here.
+      else this.overflow.push({ kind: "unwritten", req, done, hooks: laneHooks });
+    });
+  }
+
+  /**
+   * Run `req` on the lane that runs `ahead`, right after it, and on no other lane while `ahead`
+   * runs: a step of a pool that takes over the pool slot of `ahead` (the session keeps the
+   * count). The lane starts it the moment `ahead` is over, without a round trip through the
+   * director. Null, and nothing done, when that lane cannot queue a step now.
+   */
+  runBehind(ahead: RunRequest, req: RunRequest, hooks: LaneHooks = {}): Promise<RunResult> | null {
+    const lane = this.laneToWaitOn(ahead);
+    if (lane === undefined) return null;
+    return this.track(hooks, (done, laneHooks) => lane.queue(req, done, laneHooks, true));
+  }
+
+  /** Whether runBehind(ahead, ...) would take a step now. */
+  canRunBehind(ahead: RunRequest): boolean {
+    return this.laneToWaitOn(ahead) !== undefined;
+  }
+
+  private laneToWaitOn(ahead: RunRequest): Worker | undefined {
+    if (this.closing) return undefined;
+    return this.workers.find((w) => w.runningRequest === ahead && w.canQueue);
+  }
+
+  /**
+   * Move `req`, waiting behind another step since runBehind: to an idle lane (`to` null: the
+   * session has a pool slot for it after all), or behind the running step `to` on its lane.
+   * `moving` is called once it is taken back, before it is placed. False, and nothing done, when
+   * there is no such lane now or the step is already starting.
+   */
+  moveBehind(req: RunRequest, to: RunRequest | null, moving: () => void): boolean {
+    if (this.closing) return false;
+    const target = to === null ? this.workers.find((w) => !w.busy) : this.laneToWaitOn(to);
+    const lane = this.workers.find((w) => w.queuedRequest === req);
+    if (target === undefined || lane === undefined || lane === target) return false;
+    const queued = lane.withdraw();
+    if (queued === null) return false;
+    moving();
+    if (to === null) target.adopt(queued);
+    else target.requeue(queued);
+    return true;
+  }
+
+  /**
+   * The promise of a step between run() (or runBehind) and its result; `place` hands the step to
+   * a lane with the callbacks to use. Once the command is over (or never started), `hooks.exited`
+   * is called and idle lanes get the steps that wait (rebalance).
+   */
+  private track(
+    hooks: LaneHooks,
+    place: (done: (result: RunResult) => void, laneHooks: LaneHooks) => void,
+  ): Promise<RunResult> {
     let settled!: () => void;
     const over = new Promise<void>((r) => (settled = r));
     this.inFlight.add(over);
@@ -127,10 +188,7 @@ export class WorkerPool {
       };
       const laneHooks: LaneHooks = { exited: release };
       if (hooks.started) laneHooks.started = hooks.started;
-      if (lane !== undefined) lane.run(req, done, laneHooks);
-      else if (queueOn !== undefined) queueOn.queue(req, done, laneHooks);
-      // More steps than slots (a lane that looked free went on to hash large inputs): kept here.
-      else this.overflow.push({ kind: "unwritten", req, done, hooks: laneHooks });
+      place(done, laneHooks);
     });
   }
 
@@ -142,7 +200,7 @@ export class WorkerPool {
       let queued = this.overflow.shift() ?? null;
       for (const w of this.workers) {
         if (queued !== null) break;
-        if (w !== idle && w.hasQueued) queued = w.withdraw();
+        if (w !== idle && w.hasMovable) queued = w.withdraw();
       }
       if (queued === null) return;
       idle.adopt(queued);

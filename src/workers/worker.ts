@@ -279,6 +279,11 @@ export class Worker {
   private stage: Stage = { kind: "idle" };
   /** Only while a step runs (stage "running"): the step queued behind it. */
   private next: Queued | null = null;
+  /**
+   * The queued step must run on this lane, right after the running one: it takes over that
+   * step's slot of a pool (WorkerPool.runBehind), so it must not start while that step runs.
+   */
+  private pinned = false;
   private launchers = 0;
   private closed = false;
   /**
@@ -319,9 +324,20 @@ export class Worker {
     );
   }
 
-  /** Whether a step is queued that withdraw() can hand to another lane. */
-  get hasQueued(): boolean {
-    return this.next !== null;
+  /** Whether a step is queued that withdraw() can hand to another lane as it is. */
+  get hasMovable(): boolean {
+    return this.next !== null && !this.pinned;
+  }
+
+  /** The request of the running step, if one runs. */
+  get runningRequest(): RunRequest | null {
+    return this.stage.kind === "running" ? this.stage.step.req : null;
+  }
+
+  /** The request of the queued step, if one is queued. */
+  get queuedRequest(): RunRequest | null {
+    const next = this.next;
+    return next === null ? null : next.kind === "written" ? next.step.req : next.req;
   }
 
   /** See WorkerPool.setCommonEnv. A launcher already running keeps its environment. */
@@ -381,9 +397,10 @@ export class Worker {
    * Queue a step behind the running one (only when canQueue): its inputs are hashed and its
    * request and go token written now, and the launcher starts it as soon as the running step is
    * over, without waiting for the director. Until the launcher has read the token, withdraw()
-   * can still take the step back and run it elsewhere, or not at all.
+   * can still take the step back and run it elsewhere, or not at all. A `pinned` step is not
+   * offered to idle lanes (hasMovable): see WorkerPool.runBehind.
    */
-  queue(req: RunRequest, done: (result: RunResult) => void, hooks: LaneHooks = {}): void {
+  queue(req: RunRequest, done: (result: RunResult) => void, hooks: LaneHooks = {}, pinned = false): void {
     if (!this.canQueue) {
       done(failedResult(req, "Worker cannot queue a step now"));
       return;
@@ -393,12 +410,14 @@ export class Worker {
     if (outcomes.some(isLarge)) {
       // Hashed once the lane is free (run), so that the director never waits on it meanwhile.
       this.next = { kind: "unwritten", req, done, hooks };
+      this.pinned = pinned;
       return;
     }
     const step = this.prepare(req, done, hooks, start, outcomes as HashOutcome[]);
     if (step === null) return;
     const launcher = this.launcher!;
     this.next = { kind: "written", step, launcher, signal: null };
+    this.pinned = pinned;
     this.send(launcher, step.request);
   }
 
@@ -416,7 +435,25 @@ export class Worker {
       this.revoked = true;
     }
     this.next = null;
+    this.pinned = false;
     return next;
+  }
+
+  /** Queue a step withdrawn from another lane, pinned, behind the running one (only when canQueue). */
+  requeue(queued: Queued): void {
+    if (queued.kind === "unwritten") {
+      this.queue(queued.req, queued.done, queued.hooks, true);
+      return;
+    }
+    if (!this.canQueue) {
+      settleUnstarted(queued);
+      return;
+    }
+    // Its inputs were hashed when it was first queued; nothing has run on them since.
+    const launcher = this.launcher!;
+    this.next = { kind: "written", step: queued.step, launcher, signal: null };
+    this.pinned = true;
+    this.send(launcher, queued.step.request);
   }
 
   /** Run a step withdrawn from another lane (only when not busy). */
@@ -742,6 +779,7 @@ export class Worker {
   private startNext(launcher: Launcher): (() => void) | undefined {
     const next = this.next;
     this.next = null;
+    this.pinned = false;
     this.stage = { kind: "idle" };
     this.revoked = false;
     if (next === null) return undefined;

@@ -300,6 +300,63 @@ for (const c of ["A", "B", "C"]) {
     assert.ok(again.ms < 5000);
   });
 
+  test("a step of a full pool that waits behind a long step does not wait for it to end", async () => {
+    // Steps of a full pool wait on the lanes of its running steps, to take over their slots
+    // without a round trip through the director. One that happened to pick the lane of a long
+    // step must not wait there while the pool has a slot for it elsewhere: S2 waits behind L.
+    const timed = (name: string, seconds: number): string =>
+      `step(\`echo start ${name} $(date +%s%N) >> log.txt; sleep ${seconds}; echo end ${name} $(date +%s%N) >> log.txt\`, { pool: "p" });`;
+    const events = (p: ReturnType<typeof fresh>): Map<string, { start: bigint; end: bigint }> => {
+      const out = new Map<string, { start: bigint; end: bigint }>();
+      for (const line of p.read("log.txt").trim().split("\n")) {
+        const [what, name, ns] = line.split(" ");
+        const e = out.get(name!) ?? { start: -1n, end: -1n };
+        if (what === "start") e.start = BigInt(ns!);
+        else e.end = BigInt(ns!);
+        out.set(name!, e);
+      }
+      return out;
+    };
+    const mostAtOnce = (ev: Map<string, { start: bigint; end: bigint }>): number => {
+      const edges = [...ev.values()].flatMap((e) => [{ t: e.start, d: 1 }, { t: e.end, d: -1 }]);
+      edges.sort((a, b) => (a.t === b.t ? a.d - b.d : a.t < b.t ? -1 : 1));
+      let now = 0;
+      let most = 0;
+      for (const e of edges) most = Math.max(most, (now += e.d));
+      return most;
+    };
+    const describeAll = (ev: Map<string, { start: bigint; end: bigint }>): string =>
+      JSON.stringify([...ev].map(([n, e]) => [n, String(e.start), String(e.end)]));
+
+    // The queue runs dry while S2 still waits behind L: it takes the free slot on an idle lane.
+    const few = fresh({
+      "plan.ts": `import { pool, step } from "tsup-flow";\npool("p", 2);\n${timed("L", 2.5)}\n${["S1", "S2", "S3"].map((n) => timed(n, 0.2)).join("\n")}\n`,
+    });
+    const r = await tsup(few.dir, ["-n", "-w4"]);
+    assert.equal(r.code, 0, show(r));
+    const ev = events(few);
+    assert.equal(ev.size, 4);
+    assert.ok(mostAtOnce(ev) <= 2, `more than 2 steps of the pool at once: ${describeAll(ev)}`);
+    for (const n of ["S1", "S2", "S3"]) {
+      assert.ok(ev.get(n)!.end < ev.get("L")!.end, `${n} waited for the long step: ${describeAll(ev)}`);
+    }
+
+    // The other lane keeps going through the queue: S2 moves behind one of its steps.
+    const many = fresh({
+      "plan.ts": `import { pool, step } from "tsup-flow";\npool("p", 2);\n${timed("L", 2.5)}\n${Array.from({ length: 8 }, (_, i) => timed(`S${i + 1}`, 0.15)).join("\n")}\n`,
+    });
+    const m = await tsup(many.dir, ["-n", "-w4"]);
+    assert.equal(m.code, 0, show(m));
+    const mev = events(many);
+    assert.equal(mev.size, 9);
+    assert.ok(mostAtOnce(mev) <= 2, `more than 2 steps of the pool at once: ${describeAll(mev)}`);
+    for (let i = 1; i <= 8; i++) {
+      assert.ok(mev.get(`S${i}`)!.end < mev.get("L")!.end, `S${i} waited for the long step: ${describeAll(mev)}`);
+    }
+    // Not only once the queue ran dry: it goes before most of the steps queued after it.
+    assert.ok(mev.get("S2")!.end < mev.get("S6")!.end, `S2 was held back behind the long step: ${describeAll(mev)}`);
+  });
+
   test("the log shows the steps of a pool of 1, and of -w1, one after the other", async () => {
     // A worker takes its next step as soon as the command is over, before the last one's result
     // is recorded; the START line must still come after the SUCCESS it waited for.

@@ -24,6 +24,32 @@ describe("scheduler", () => {
     assert.equal(s.next()?.item, "x2");
   });
 
+  test("a step of a full pool can wait behind a running one, and then holds the slot it took over", () => {
+    const s = new Scheduler<string>({ sizeOf: (p) => (p === "p" ? 2 : undefined) });
+    for (const c of ["A", "B", "C", "D", "E"]) s.enqueue(c, "p");
+    assert.equal(s.takeBehind("p"), undefined, "a pool with a free slot starts its steps with next()");
+    assert.equal(s.next()?.item, "A");
+    assert.equal(s.next()?.item, "B");
+    assert.equal(s.takeBehind("p"), "C");
+    assert.equal(s.takeBehind("p"), "D");
+    assert.equal(s.queuedIn("p"), 3, "steps waiting behind others still wait");
+    assert.equal(s.waitingIn("p"), 1);
+    assert.equal(s.runningIn("p"), 2);
+    // A finished; C, behind it, takes over its slot: still two running, E still waits.
+    s.leftBehind("p");
+    assert.equal(s.runningIn("p"), 2);
+    assert.equal(s.next(), undefined);
+    // D is handed back without ever running; then B finishes: E gets B's slot.
+    s.leftBehind("p");
+    s.done("p");
+    assert.equal(s.queuedIn("p"), 1);
+    assert.equal(s.next()?.item, "E");
+    assert.equal(s.queuedIn("p"), 0);
+    s.held = true;
+    s.enqueue("F", "p");
+    assert.equal(s.takeBehind("p"), undefined, "nothing is taken while held");
+  });
+
   test("nothing starts while held, and clear() returns what was queued", () => {
     const s = new Scheduler<string>({ sizeOf: () => 1 });
     s.enqueue("a", null);

@@ -305,6 +305,92 @@ describe("WorkerPool", () => {
     assert.deepEqual(after.map((x) => x.stdout), ["a\n", "b\n", "c\n"]);
   });
 
+  test("a step run behind another stays on that lane, even with a lane idle, and starts after it", { timeout: 30_000 }, async () => {
+    const root = tempDir();
+    const pool = makePool(root, 2);
+    await Promise.all([pool.run(req("true")), pool.run(req("true"))]);
+    // $PPID in a step is its lane's launcher.
+    const aheadReq = req("echo $PPID > ppid-a; sleep 0.6; date +%s%N > a-end");
+    const ahead = pool.run(aheadReq);
+    assert.equal(pool.canRunBehind(req("true")), false, "only behind a running request");
+    assert.equal(pool.canRunBehind(aheadReq), true);
+    const behind = pool.runBehind(aheadReq, req("date +%s%N > b-start; echo $PPID > ppid-b"));
+    assert.notEqual(behind, null);
+    assert.equal(pool.canRunBehind(aheadReq), false, "one step waits behind a step at most");
+    assert.equal(pool.runBehind(aheadReq, req("touch never.txt")), null);
+    // A step on the other lane ends meanwhile: that lane falls idle and would take over a step
+    // queued on a busy lane, but not this one.
+    assert.equal((await pool.run(req("sleep 0.1"))).exitCode, 0);
+    const [a, b] = await Promise.all([ahead, behind!]);
+    assert.equal(a.exitCode, 0, a.stderr);
+    assert.equal(b.exitCode, 0, b.stderr);
+    const read = (f: string): string => readFileSync(join(root, f), "utf8").trim();
+    assert.ok(BigInt(read("b-start")) >= BigInt(read("a-end")), "it started before the step ahead of it was over");
+    assert.equal(read("ppid-b"), read("ppid-a"), "it ran on another lane");
+    assert.equal(existsSync(join(root, "never.txt")), false);
+  });
+
+  test("moveBehind takes a waiting step to an idle lane, or behind another running step", { timeout: 30_000 }, async () => {
+    const root = tempDir();
+    const pool = makePool(root, 3);
+    await Promise.all([pool.run(req("true")), pool.run(req("true")), pool.run(req("true"))]);
+    const longReq = req("echo $PPID > ppid-long; sleep 3");
+    const long = pool.run(longReq);
+    const t0 = Date.now();
+
+    // To an idle lane: it runs now, not after the long step.
+    const idleReq = req("echo $PPID > ppid-idle");
+    const toIdle = pool.runBehind(longReq, idleReq)!;
+    const hooked: string[] = [];
+    assert.equal(pool.moveBehind(idleReq, null, () => hooked.push("idle")), true);
+    assert.deepEqual(hooked, ["idle"]);
+    assert.equal((await toIdle).exitCode, 0);
+    const read = (f: string): string => readFileSync(join(root, f), "utf8").trim();
+    assert.notEqual(read("ppid-idle"), read("ppid-long"));
+    assert.equal(pool.moveBehind(idleReq, null, () => hooked.push("again")), false, "it no longer waits anywhere");
+
+    // Behind another running step: it runs right after that one, on that one's lane. The long
+    // step's lane took a step back, so nothing more waits behind it.
+    const midReq = req("echo $PPID > ppid-mid; sleep 0.3; date +%s%N > mid-end");
+    const mid = pool.run(midReq);
+    const hopReq = req("echo $PPID > ppid-hop; date +%s%N > hop-start");
+    const pinned = pool.runBehind(midReq, req("true"))!;
+    assert.equal((await pinned).exitCode, 0);
+    const mid2Req = req("echo $PPID > ppid-mid2; sleep 0.3; date +%s%N > mid2-end");
+    const mid2 = pool.run(mid2Req);
+    const hop = pool.runBehind(mid2Req, hopReq)!;
+    assert.equal(pool.moveBehind(hopReq, midReq, () => hooked.push("hop")), false, "the lane of mid already has a step behind mid");
+    assert.equal((await mid).exitCode, 0);
+    const mid3Req = req("echo $PPID > ppid-mid3; sleep 0.3; date +%s%N > mid3-end");
+    const mid3 = pool.run(mid3Req);
+    assert.equal(pool.moveBehind(hopReq, mid3Req, () => hooked.push("hop")), true);
+    assert.deepEqual(hooked, ["idle", "hop"]);
+    assert.equal(pool.canRunBehind(mid2Req), false, "a lane that gave a step back takes no other behind its step");
+    const [m2, m3, h] = await Promise.all([mid2, mid3, hop]);
+    for (const r of [m2, m3, h]) assert.equal(r.exitCode, 0, r.stderr);
+    assert.equal(read("ppid-hop"), read("ppid-mid3"));
+    assert.ok(BigInt(read("hop-start")) >= BigInt(read("mid3-end")));
+    assert.ok(Date.now() - t0 < 2500, "something waited for the long step");
+    assert.equal((await long).exitCode, 0);
+    // Every lane still runs steps in sync with its requests.
+    const after = await Promise.all(["a", "b", "c", "d"].map((x) => pool.run(req(`echo ${x}`))));
+    assert.deepEqual(after.map((x) => x.stdout), ["a\n", "b\n", "c\n", "d\n"]);
+  });
+
+  test("withdrawQueued hands back a step waiting behind another", { timeout: 30_000 }, async () => {
+    const root = tempDir();
+    const pool = makePool(root, 2);
+    const aheadReq = req("sleep 0.4");
+    const ahead = pool.run(aheadReq);
+    const behind = pool.runBehind(aheadReq, req("touch never.txt"))!;
+    pool.withdrawQueued();
+    assert.equal((await behind).withdrawn, true);
+    assert.equal((await ahead).exitCode, 0);
+    await sleep(200);
+    assert.equal(existsSync(join(root, "never.txt")), false);
+    assert.equal((await pool.run(req("echo next"))).stdout, "next\n");
+  });
+
   test("withdrawQueued hands back a queued step that never runs", { timeout: 30_000 }, async () => {
     const root = tempDir();
     const pool = makePool(root, 1);
