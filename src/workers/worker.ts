@@ -28,17 +28,24 @@
 //
 // Protocol. On the launcher's stdin: a line with the number of lines N of the snippet, then N
 // lines of shell code run in the step's subshell (it ends by exec'ing `/bin/sh -c <command>`).
-// Then, for each request, the launcher reads a go token from its lane's token FIFO (fd 4):
-// "g" runs the step, "s" skips it. The director writes a step's token together with its
-// request, so a step queued behind a running one (queue) starts the moment that one is over,
-// without waiting for the director to hear of it: on a busy 2-core machine the director is
-// often not scheduled right away, and every round trip through it left the lane idle.
-// Withdrawing a queued step (to run it on an idle lane, or not at all) takes its token back:
-// the director also holds the FIFO open, reads what is unread (non-blocking) and, if the token
-// is still there, writes it back as "s". If the launcher has already read it, the step is
-// starting and the withdrawal fails; the step then runs, and a signal meant for it waits for it.
-// Tokens are two bytes and the FIFO only ever holds a few, so reading them back is atomic
+// A request for an idle lane says "gN" and runs at once. For any other, the launcher then reads
+// a go token from its token FIFO (fd 4): "g" runs the step, "s" skips it. The director writes a
+// step's token together with its request, so a step queued behind a running one (queue) starts
+// the moment that one is over, without waiting for the director to hear of it: on a busy 2-core
+// machine the director is often not scheduled right away, and every round trip through it left
+// the lane idle. Withdrawing a queued step (to run it on an idle lane, or not at all) takes its
+// token back: the director also holds the FIFO open, reads what is unread (non-blocking) and, if
+// the token is still there, writes it back as "s". If the launcher has already read it, the
+// step is starting and the withdrawal fails; the step then runs, and a signal meant for it waits
+// for it. Tokens are two bytes and the FIFO only ever holds a few, so reading them back is atomic
 // enough: the launcher reads one byte at a time and simply waits while they are out.
+//
+// Each launcher makes its own FIFO when it starts. Node has no mkfifo(), and forking the
+// director for one costs it 5-12 ms of its main thread (a fork copies the page tables of its
+// whole heap); the launcher's fork of `mkfifo` costs it about a millisecond, on another core if
+// there is one. The director opens the FIFO when it first queues a step on the lane; until the
+// FIFO is there, the lane takes no queued step. A run that starts one step, on an idle lane,
+// never needs it.
 // On the launcher's stdout: "+" once the step's subshell exists, then the exit status. Signals
 // are only delivered after the "+": before it they would not reach the step (its subshell does
 // not exist yet) and could cut the launcher's `read` of the request short; a signal requested
@@ -54,7 +61,7 @@
 // recently deleted inodes), which made every step markedly slower, the steps' own outputs too.
 // The price: a background process that outlives its step and keeps writing to its stdout writes
 // into the output of later steps of the same lane.
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import {
   closeSync,
   constants as fsConstants,
@@ -88,7 +95,8 @@ export interface WorkerOptions {
 
 /**
  * The launcher, run as `/bin/sh -c LAUNCHER_SCRIPT tsup-launcher <file base>`, with the
- * director's end of a pipe on fd 3 and its lane's token FIFO on fd 4. POSIX sh only.
+ * director's end of a pipe on fd 3. It makes its token FIFO, <file base>t, and opens it on fd 4
+ * (read-write, so that the open does not wait for a writer). POSIX sh only.
  * - The trap makes the launcher survive signals sent to its process group; dash and bash run a
  *   trap only after the foreground subshell has finished, so the status is still reported.
  * - The watchdog ignores those signals, reads fd 3 (nothing is ever written to it) and, at EOF,
@@ -103,15 +111,20 @@ const LAUNCHER_SCRIPT = `b=$1; k=1; sig=
 trap 'sig=1' HUP INT QUIT TERM USR1 USR2 ALRM
 (trap '' HUP INT QUIT TERM USR1 USR2 ALRM; IFS= read -r _ <&3; kill -s KILL 0) </dev/null >/dev/null 2>&1 4<&- &
 exec 3<&-
+mkfifo -m 600 "\${b}t" && exec 4<>"\${b}t"
 while :; do
   sig= n=
   IFS= read -r n || { [ -n "$sig" ] && [ -z "$n" ] && continue; exit 0; }
+  w=1
+  case $n in g*) w= n=\${n#g};; esac
   case $n in ""|*[!0-9]*) exit 0;; esac
   s=
   while [ "$n" -gt 0 ]; do IFS= read -r l || exit 0; s="$s$l
 "; n=$((n-1)); done
-  IFS= read -r g <&4 || exit 0
-  case $g in g) ;; s) continue;; *) exit 0;; esac
+  if [ -n "$w" ]; then
+    IFS= read -r g <&4 || exit 0
+    case $g in g) ;; s) continue;; *) exit 0;; esac
+  fi
   k=$((1-k))
   (exec 3>&1 >"$b$k.o" 2>"$b$k.e" </dev/null 4<&-; echo + >&3; exec 3>&-; ${ENV_SOURCES_FILE}=$b$k.s; export ${ENV_SOURCES_FILE}; eval "$s")
   echo $?
@@ -199,6 +212,11 @@ interface Launcher {
    * that a step can start while the director still reads what the one before it left.
    */
   base: string;
+  /**
+   * The director's end of the launcher's token FIFO, <base>t (read-write, non-blocking), once
+   * opened (tokensOf); -1 before.
+   */
+  tokens: number;
   /** The file set of the step started last (the launcher's k): the next one takes the other. */
   set: number;
   /** Its pid, which is also the id of the process group it and the steps run in. */
@@ -287,11 +305,6 @@ export class Worker {
   private launchers = 0;
   private closed = false;
   /**
-   * The director's end of the lane's token FIFO (read-write, non-blocking), kept across
-   * launchers; and its path, which each new launcher gets opened for reading on its fd 4.
-   */
-  private fifo: { fd: number; path: string } | null = null;
-  /**
    * A queued step was withdrawn while the current one runs: its request and "s" token wait for
    * the launcher. No step is queued behind this one any more, so that withdrawals cannot pile
    * up in the FIFO behind one long step.
@@ -320,7 +333,8 @@ export class Worker {
       this.next === null &&
       this.launcher === stage.step.launcher &&
       !this.launcher.exited &&
-      !this.revoked
+      !this.revoked &&
+      tokensOf(this.launcher) >= 0
     );
   }
 
@@ -431,7 +445,7 @@ export class Worker {
     if (next.kind === "written" && !next.launcher.exited) {
       // Its token is the last one written (dispatch and queue write one only while no step is
       // queued), so if anything of it is still unread, it is whole.
-      if (!revokeLastToken(this.fifo!.fd)) return null;
+      if (!revokeLastToken(next.launcher.tokens)) return null;
       this.revoked = true;
     }
     this.next = null;
@@ -496,10 +510,9 @@ export class Worker {
     this.closed = true;
     const launcher = this.launcher;
     this.launcher = null;
-    if (launcher !== null && !launcher.exited) killGroup(launcher.pgid, "SIGKILL");
-    if (this.fifo !== null) {
-      closeQuietly(this.fifo.fd);
-      this.fifo = null;
+    if (launcher !== null) {
+      if (!launcher.exited) killGroup(launcher.pgid, "SIGKILL");
+      closeTokens(launcher);
     }
     if (this.tmp !== null) {
       rmSync(this.tmp, { recursive: true, force: true });
@@ -601,15 +614,19 @@ export class Worker {
       });
       return;
     }
-    this.send(launcher, step.request);
+    // The lane is idle: its go comes with the request.
+    launcher.proc.stdin!.write("g" + step.request);
     this.running(step, launcher, null);
     step.hooks.started?.();
   }
 
-  /** Write a request and its go token: the launcher runs it once it is done with those before. */
+  /**
+   * Write a request and its go token (only when canQueue, which opened the FIFO): the launcher
+   * runs it once it is done with those before.
+   */
   private send(launcher: Launcher, request: string): void {
     // The token first: the launcher reads it right after the request and should find it there.
-    writeSync(this.fifo!.fd, GO_TOKEN);
+    writeSync(launcher.tokens, GO_TOKEN);
     launcher.proc.stdin!.write(request);
   }
 
@@ -626,31 +643,19 @@ export class Worker {
 
   private startLauncher(): Launcher {
     this.tmp ??= mkdtempSync(join(tmpdir(), "tsup-worker-"));
-    if (this.fifo === null) this.fifo = openTokenFifo(join(this.tmp, "tokens"));
-    // Tokens a dead launcher left unread were for steps it never started.
-    else takeUnread(this.fifo.fd);
-    // The launcher's end is opened apart from ours, so that it blocks on reads where ours does
-    // not (O_NONBLOCK belongs to the open file, which a plain fd passed on would share). Our
-    // read-write end counts as a writer, so this open returns at once.
-    const tokens = openSync(this.fifo.path, fsConstants.O_RDONLY);
-    // Per-launcher file names: a dead launcher's step cannot write into a new one's output.
+    // Per-launcher file names: a dead launcher's step cannot write into a new one's output, and
+    // tokens a dead launcher left unread in its FIFO go with it.
     const base = `${this.tmp}/${++this.launchers}.`;
-    let proc: ChildProcess;
-    try {
-      proc = spawn("/bin/sh", ["-c", LAUNCHER_SCRIPT, "tsup-launcher", base], {
-        cwd: this.root,
-        env: this.launcherEnv,
-        // Steps write to their own files; all the launcher itself would print is the shell's
-        // "Terminated" notice for a step killed by a signal. fd 3 is the watchdog's pipe, fd 4
-        // the go tokens.
-        stdio: ["pipe", "pipe", "ignore", "pipe", tokens],
-        // New session and process group: terminal signals do not reach steps directly (the
-        // director forwards them), and the group is what kill and cleanup address.
-        detached: true,
-      });
-    } finally {
-      closeSync(tokens);
-    }
+    const proc = spawn("/bin/sh", ["-c", LAUNCHER_SCRIPT, "tsup-launcher", base], {
+      cwd: this.root,
+      env: this.launcherEnv,
+      // Steps write to their own files; all the launcher itself would print is the shell's
+      // "Terminated" notice for a step killed by a signal. fd 3 is the watchdog's pipe.
+      stdio: ["pipe", "pipe", "ignore", "pipe"],
+      // New session and process group: terminal signals do not reach steps directly (the
+      // director forwards them), and the group is what kill and cleanup address.
+      detached: true,
+    });
     if (proc.pid === undefined) {
       // spawn() reports ENOENT and friends asynchronously; its 'error' must still be handled.
       proc.on("error", () => {});
@@ -658,7 +663,7 @@ export class Worker {
     }
     let markGone!: () => void;
     const gone = new Promise<void>((r) => (markGone = r));
-    const launcher: Launcher = { proc, base, set: 1, pgid: proc.pid, buf: "", exited: false, closed: false, gone };
+    const launcher: Launcher = { proc, base, tokens: -1, set: 1, pgid: proc.pid, buf: "", exited: false, closed: false, gone };
     this.launcher = launcher;
     proc.stdout!.setEncoding("latin1");
     proc.stdout!.on("data", (chunk: string) => this.onLauncherOutput(launcher, chunk));
@@ -704,6 +709,7 @@ export class Worker {
 
   private onLauncherGone(launcher: Launcher): void {
     launcher.closed = true;
+    closeTokens(launcher);
     if (this.launcher === launcher) this.launcher = null;
     // Whatever is left in a dead launcher's group (its watchdog, steps' background processes)
     // belongs to no one any more.
@@ -955,14 +961,25 @@ const NEWLINE = 0x0a;
 const SKIP = 0x73;
 
 /**
- * Create a lane's token FIFO and open the director's end: read-write, so that it never blocks on
- * open and the FIFO lives as long as it is open; non-blocking, so that reading back tokens
- * (revokeLastToken) never waits.
+ * The director's end of `launcher`'s token FIFO, opened on first use: read-write, so that the
+ * open never waits and the FIFO stays usable while it is open; non-blocking, so that reading
+ * back tokens (revokeLastToken) never waits. -1 while the launcher has not made it yet (or is
+ * gone).
  */
-function openTokenFifo(path: string): { fd: number; path: string } {
-  // Node has no mkfifo(); this runs once per lane.
-  execFileSync("mkfifo", ["-m", "600", path], { stdio: "ignore" });
-  return { fd: openSync(path, fsConstants.O_RDWR | fsConstants.O_NONBLOCK), path };
+function tokensOf(launcher: Launcher): number {
+  if (launcher.tokens < 0 && !launcher.closed) {
+    try {
+      launcher.tokens = openSync(launcher.base + "t", fsConstants.O_RDWR | fsConstants.O_NONBLOCK);
+    } catch {
+      // Not there yet: the lane takes no queued step until it is.
+    }
+  }
+  return launcher.tokens;
+}
+
+function closeTokens(launcher: Launcher): void {
+  if (launcher.tokens >= 0) closeQuietly(launcher.tokens);
+  launcher.tokens = -1;
 }
 
 /** Everything unread in the FIFO, taken out of it. */

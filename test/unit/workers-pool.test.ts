@@ -380,6 +380,8 @@ describe("WorkerPool", () => {
   test("withdrawQueued hands back a step waiting behind another", { timeout: 30_000 }, async () => {
     const root = tempDir();
     const pool = makePool(root, 2);
+    // Launchers up (a lane takes queued steps once its launcher has made its token FIFO).
+    await Promise.all([pool.run(req("true")), pool.run(req("true"))]);
     const aheadReq = req("sleep 0.4");
     const ahead = pool.run(aheadReq);
     const behind = pool.runBehind(aheadReq, req("touch never.txt"))!;
