@@ -5,7 +5,7 @@ import { describeStep, type EventSink, type Page } from "../events.js";
 import { isDirPath } from "../paths.js";
 import { hashPath, sameContent } from "../state/filehash.js";
 import type { Fingerprint, SavedState, SavedStep } from "../state/types.js";
-import { stepKey, visitStamp, type FileNode, type StepNode } from "../workflow/graph.js";
+import { visitStamp, type FileNode, type StepNode } from "../workflow/graph.js";
 import type { Session } from "./session.js";
 import { sourcePaths } from "./skip.js";
 
@@ -113,8 +113,10 @@ export function cleanObsoleteOutputs(session: Session, sink: EventSink): void {
   const live = session.graph.files;
   const candidates = new Set<string>();
   const volatile = new Set<string>();
-  for (const record of session.oldSteps) {
-    const step = session.graph.steps.get(keyOf(record));
+  const liveOf = session.liveStepsOfRecords();
+  for (let i = 0; i < session.oldSteps.length; i++) {
+    const record = session.oldSteps[i]!;
+    const step = liveOf[i];
     if (step && step.mandatory !== "no") continue;
     for (const p of record.out) candidates.add(p);
     for (const p of record.amended?.out ?? []) candidates.add(p);
@@ -170,10 +172,6 @@ export function cleanObsoleteOutputs(session: Session, sink: EventSink): void {
   }
 }
 
-function keyOf(record: SavedStep): string {
-  return stepKey(record.command, record.workdir);
-}
-
 /**
  * The state to save. Live steps come first, in definition order (so creators precede what they
  * defined). After an incomplete build, old records that were not defined again are kept as
@@ -215,8 +213,10 @@ export function stateToSave(session: Session, complete: boolean, wholeTable = fa
     for (let i = 0; i < sources.length; i++) files.add(sources[i]!);
   }
   if (!complete) {
-    for (const record of session.oldSteps) {
-      if (session.graph.steps.has(keyOf(record))) continue;
+    const liveOf = session.liveStepsOfRecords();
+    for (let i = 0; i < session.oldSteps.length; i++) {
+      const record = session.oldSteps[i]!;
+      if (liveOf[i] !== undefined) continue;
       steps.push({ ...record, creator: -1, orphan: true });
       if (files === null) continue;
       for (const p of [...record.inp, ...record.out, ...(record.amended?.inp ?? []), ...(record.amended?.out ?? [])]) {

@@ -953,6 +953,20 @@ export class Session implements RpcHandler {
     return undefined;
   }
 
+  /**
+   * For each record of the previous run, by its index in `oldSteps`: the live step with its key,
+   * if there is one. Looks up the live steps' keys, which are hashed already, rather than a key
+   * made anew from each record.
+   */
+  liveStepsOfRecords(): Array<StepNode | undefined> {
+    const live = new Array<StepNode | undefined>(this.oldSteps.length).fill(undefined);
+    for (const step of this.graph.steps.values()) {
+      const index = this.oldByKey.get(step.key);
+      if (index !== undefined) live[index] = step;
+    }
+    return live;
+  }
+
   /** Whether the step's record from the previous run says it defined other steps. */
   definedStepsBefore(step: StepNode): boolean {
     return step.recordIndex >= 0 && (this.oldChildren.get(step.recordIndex)?.length ?? 0) > 0;
