@@ -644,10 +644,37 @@ function applyReruns(state: SavedState, entries: readonly JournalEntry[], consum
   for (let k = 0; k < entries.length; k++) {
     const e = entries[k]!;
     const i = recordOf[k]!;
-    steps[i] = { ...e.step, creator: records[i]!.creator, orphan: false };
+    steps[i] = placedRecord(e.step, records[i]!.creator);
     for (const [path, hash] of e.files) files.set(path, hash);
   }
   return { files, steps };
+}
+
+/**
+ * `step` as the record of the saved list, at its place, with its properties in the order the
+ * state decoder (store.ts) and finalize's savedStep give them. A record made by spreading had
+ * another hidden class: the skip checks' optimized code, built for the loaded records, was then
+ * thrown away at the first record taken from the journal, and compiled again.
+ */
+function placedRecord(step: StepRecord, creator: number): SavedStep {
+  return {
+    command: step.command,
+    workdir: step.workdir,
+    creator,
+    orphan: false,
+    inp: step.inp,
+    out: step.out,
+    vol: step.vol,
+    env: step.env,
+    pool: step.pool,
+    optional: step.optional,
+    block: step.block,
+    statics: step.statics,
+    pools: step.pools,
+    globs: step.globs,
+    amended: step.amended,
+    fingerprint: step.fingerprint,
+  };
 }
 
 /** The general merge (exported so tests can check that applyReruns agrees with it). */
@@ -702,10 +729,13 @@ export function applyInGeneral(state: SavedState, entries: readonly JournalEntry
   };
   const add = (def: StepDefinition, creator: number, orphan: boolean): number => {
     const k = recs.length;
-    // Spelled out: a spread with extra properties takes V8's slow path, 100,000 times.
+    // Spelled out: a spread with extra properties takes V8's slow path, 100,000 times. In the
+    // order of placedRecord.
     recs.push({
       command: def.command,
       workdir: def.workdir,
+      creator: -1,
+      orphan: true,
       inp: def.inp,
       out: def.out,
       vol: def.vol,
@@ -713,8 +743,6 @@ export function applyInGeneral(state: SavedState, entries: readonly JournalEntry
       pool: def.pool,
       optional: def.optional,
       block: def.block,
-      creator: -1,
-      orphan: true,
       statics: [],
       pools: [],
       globs: [],
