@@ -339,9 +339,12 @@ export class Session implements RpcHandler {
       return;
     }
     // A step still waiting behind a running one is older than anything queued: it takes the
-    // free slot, on an idle lane, if it can.
-    for (const w of waiting ?? []) {
-      if (this.opts.runner.moveBehind(w.request, null, () => this.takeSlot(w, pool, now))) return;
+    // free slot, on an idle lane, if it can. Not while the pool runs more steps than its size
+    // (made smaller): then the slot goes.
+    if (!this.scheduler.overFull(pool)) {
+      for (const w of waiting ?? []) {
+        if (this.opts.runner.moveBehind(w.request, null, () => this.takeSlot(w, pool, now))) return;
+      }
     }
     this.scheduler.done(pool);
   }

@@ -97,12 +97,14 @@ export class Scheduler<T> {
 
   /**
    * Take the oldest queued step of `pool` to wait behind a running step of that pool, when the
-   * pool has no free slot (else next() starts it): it gets a slot only from a step that ends.
+   * pool is exactly full (with a free slot, next() starts it): it gets a slot only from a step
+   * that ends. Not while the pool runs more steps than its size (it was made smaller): waiting
+   * steps take over slots, so the pool would never come down to its new size.
    */
   takeBehind(pool: string): T | undefined {
     if (this.held) return undefined;
     const size = this.limits.sizeOf(pool) ?? 0;
-    if (this.runningIn(pool) < size) return undefined;
+    if (this.runningIn(pool) !== size) return undefined;
     const entry = this.queues.get(pool)?.shift();
     if (!entry) return undefined;
     this.queuedCount--;
@@ -121,6 +123,11 @@ export class Scheduler<T> {
   /** A step that holds a slot (from next(), or taken over) finished: free the slot. */
   done(pool: string | null): void {
     this.running.set(pool, Math.max(0, (this.running.get(pool) ?? 0) - 1));
+  }
+
+  /** Whether `pool` runs more steps than its size (it was made smaller meanwhile). */
+  overFull(pool: string): boolean {
+    return this.runningIn(pool) > (this.limits.sizeOf(pool) ?? 0);
   }
 
   runningIn(pool: string | null): number {

@@ -50,6 +50,21 @@ describe("scheduler", () => {
     assert.equal(s.takeBehind("p"), undefined, "nothing is taken while held");
   });
 
+  test("a pool made smaller takes no more steps to wait behind its running ones", () => {
+    let size = 2;
+    const s = new Scheduler<string>({ sizeOf: () => size });
+    for (const c of ["A", "B", "C", "D"]) s.enqueue(c, "p");
+    assert.equal(s.next()?.item, "A");
+    assert.equal(s.next()?.item, "B");
+    size = 1;
+    assert.equal(s.overFull("p"), true);
+    assert.equal(s.takeBehind("p"), undefined);
+    s.done("p");
+    assert.equal(s.overFull("p"), false);
+    assert.equal(s.next(), undefined, "one runs, in a pool of 1 now");
+    assert.equal(s.takeBehind("p"), "C");
+  });
+
   test("nothing starts while held, and clear() returns what was queued", () => {
     const s = new Scheduler<string>({ sizeOf: () => 1 });
     s.enqueue("a", null);
