@@ -346,6 +346,8 @@ describe("WorkerPool", () => {
     assert.deepEqual(hooked, ["idle"]);
     assert.equal((await toIdle).exitCode, 0);
     const read = (f: string): string => readFileSync(join(root, f), "utf8").trim();
+    // The long step may not have got to its first line yet.
+    await until(() => existsSync(join(root, "ppid-long")) && read("ppid-long") !== "", 5000, "the long step's $PPID");
     assert.notEqual(read("ppid-idle"), read("ppid-long"));
     assert.equal(pool.moveBehind(idleReq, null, () => hooked.push("again")), false, "it no longer waits anywhere");
 
