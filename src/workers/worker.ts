@@ -40,12 +40,11 @@
 // for it. Tokens are two bytes and the FIFO only ever holds a few, so reading them back is atomic
 // enough: the launcher reads one byte at a time and simply waits while they are out.
 //
-// Each launcher makes its own FIFO when it starts. Node has no mkfifo(), and forking the
-// director for one costs it 5-12 ms of its main thread (a fork copies the page tables of its
-// whole heap); the launcher's fork of `mkfifo` costs it about a millisecond, on another core if
-// there is one. The director opens the FIFO when it first queues a step on the lane; until the
-// FIFO is there, the lane takes no queued step. A run that starts one step, on an idle lane,
-// never needs it.
+// Each launcher makes its own FIFO when it starts and then prints "t". Node has no mkfifo(), and
+// forking the director for one costs it 5-12 ms of its main thread (a fork copies the page
+// tables of its whole heap); the launcher's fork of `mkfifo` costs it about a millisecond, on
+// another core if there is one. The director opens the FIFO when it reads the "t"; until then
+// the lane takes no queued step. A run that starts one step, on an idle lane, never waits for it.
 // On the launcher's stdout: "+" once the step's subshell exists, then the exit status. Signals
 // are only delivered after the "+": before it they would not reach the step (its subshell does
 // not exist yet) and could cut the launcher's `read` of the request short; a signal requested
@@ -95,8 +94,8 @@ export interface WorkerOptions {
 
 /**
  * The launcher, run as `/bin/sh -c LAUNCHER_SCRIPT tsup-launcher <file base>`, with the
- * director's end of a pipe on fd 3. It makes its token FIFO, <file base>t, and opens it on fd 4
- * (read-write, so that the open does not wait for a writer). POSIX sh only.
+ * director's end of a pipe on fd 3. It makes its token FIFO, <file base>t, opens it on fd 4
+ * (read-write, so that the open does not wait for a writer) and says "t". POSIX sh only.
  * - The trap makes the launcher survive signals sent to its process group; dash and bash run a
  *   trap only after the foreground subshell has finished, so the status is still reported.
  * - The watchdog ignores those signals, reads fd 3 (nothing is ever written to it) and, at EOF,
@@ -111,7 +110,7 @@ const LAUNCHER_SCRIPT = `b=$1; k=1; sig=
 trap 'sig=1' HUP INT QUIT TERM USR1 USR2 ALRM
 (trap '' HUP INT QUIT TERM USR1 USR2 ALRM; IFS= read -r _ <&3; kill -s KILL 0) </dev/null >/dev/null 2>&1 4<&- &
 exec 3<&-
-mkfifo -m 600 "\${b}t" && exec 4<>"\${b}t"
+mkfifo -m 600 "\${b}t" && exec 4<>"\${b}t" && echo t
 while :; do
   sig= n=
   IFS= read -r n || { [ -n "$sig" ] && [ -z "$n" ] && continue; exit 0; }
@@ -213,8 +212,8 @@ interface Launcher {
    */
   base: string;
   /**
-   * The director's end of the launcher's token FIFO, <base>t (read-write, non-blocking), once
-   * opened (tokensOf); -1 before.
+   * The director's end of the launcher's token FIFO, <base>t (read-write, non-blocking), opened
+   * when the launcher says it made it (openTokens); -1 before, and once the launcher is gone.
    */
   tokens: number;
   /** The file set of the step started last (the launcher's k): the next one takes the other. */
@@ -334,7 +333,7 @@ export class Worker {
       this.launcher === stage.step.launcher &&
       !this.launcher.exited &&
       !this.revoked &&
-      tokensOf(this.launcher) >= 0
+      this.launcher.tokens >= 0
     );
   }
 
@@ -428,7 +427,11 @@ export class Worker {
       return;
     }
     const step = this.prepare(req, done, hooks, start, outcomes as HashOutcome[]);
-    if (step === null) return;
+    if (step !== null) this.queueWritten(step, pinned);
+  }
+
+  /** Write `step`'s request and go token to the launcher, behind the running step (canQueue). */
+  private queueWritten(step: Step, pinned: boolean): void {
     const launcher = this.launcher!;
     this.next = { kind: "written", step, launcher, signal: null };
     this.pinned = pinned;
@@ -464,10 +467,7 @@ export class Worker {
       return;
     }
     // Its inputs were hashed when it was first queued; nothing has run on them since.
-    const launcher = this.launcher!;
-    this.next = { kind: "written", step: queued.step, launcher, signal: null };
-    this.pinned = true;
-    this.send(launcher, queued.step.request);
+    this.queueWritten(queued.step, true);
   }
 
   /** Run a step withdrawn from another lane (only when not busy). */
@@ -693,6 +693,10 @@ export class Worker {
     while ((nl = launcher.buf.indexOf("\n")) >= 0) {
       const line = launcher.buf.slice(0, nl);
       launcher.buf = launcher.buf.slice(nl + 1);
+      if (line === "t") {
+        openTokens(launcher);
+        continue;
+      }
       const stage = this.stage;
       if (stage.kind !== "running" || stage.step.launcher !== launcher) continue;
       const step = stage.step;
@@ -961,20 +965,17 @@ const NEWLINE = 0x0a;
 const SKIP = 0x73;
 
 /**
- * The director's end of `launcher`'s token FIFO, opened on first use: read-write, so that the
- * open never waits and the FIFO stays usable while it is open; non-blocking, so that reading
- * back tokens (revokeLastToken) never waits. -1 while the launcher has not made it yet (or is
- * gone).
+ * Open the director's end of `launcher`'s token FIFO, which the launcher has made: read-write,
+ * so that the open never waits and the FIFO stays usable while it is open; non-blocking, so that
+ * reading back tokens (revokeLastToken) never waits.
  */
-function tokensOf(launcher: Launcher): number {
-  if (launcher.tokens < 0 && !launcher.closed) {
-    try {
-      launcher.tokens = openSync(launcher.base + "t", fsConstants.O_RDWR | fsConstants.O_NONBLOCK);
-    } catch {
-      // Not there yet: the lane takes no queued step until it is.
-    }
+function openTokens(launcher: Launcher): void {
+  if (launcher.tokens >= 0 || launcher.closed) return;
+  try {
+    launcher.tokens = openSync(launcher.base + "t", fsConstants.O_RDWR | fsConstants.O_NONBLOCK);
+  } catch {
+    // Gone already (a launcher killed meanwhile): its lane takes no queued step.
   }
-  return launcher.tokens;
 }
 
 function closeTokens(launcher: Launcher): void {
