@@ -319,7 +319,6 @@ export class Session implements RpcHandler {
     }
     if (!exec.holdsSlot) {
       // It never got the slot it waited for (handed back, or failed before it could start).
-      if (exec.ahead !== null) exec.ahead.behind = null;
       this.stopWaiting(exec, pool);
       return;
     }
@@ -351,15 +350,19 @@ export class Session implements RpcHandler {
 
   /** `exec`, already waiting behind a step, waits behind `ahead` instead. */
   private waitBehind(exec: Execution, ahead: Execution, now: number): void {
+    this.link(exec, ahead);
+    exec.since = now;
+  }
+
+  /** `exec` waits behind `ahead` (null: behind no step), no longer behind the step it was. */
+  private link(exec: Execution, ahead: Execution | null): void {
     if (exec.ahead !== null && exec.ahead.behind === exec) exec.ahead.behind = null;
     exec.ahead = ahead;
-    ahead.behind = exec;
-    exec.since = now;
+    if (ahead !== null) ahead.behind = exec;
   }
 
   /** `exec`, waiting behind another, takes over a slot of its pool. */
   private takeSlot(exec: Execution, pool: string, now: number): void {
-    if (exec.ahead !== null && exec.ahead.behind === exec) exec.ahead.behind = null;
     this.stopWaiting(exec, pool);
     exec.holdsSlot = true;
     exec.since = now;
@@ -373,7 +376,7 @@ export class Session implements RpcHandler {
   }
 
   private stopWaiting(exec: Execution, pool: string): void {
-    exec.ahead = null;
+    this.link(exec, null);
     this.scheduler.leftBehind(pool);
     const waiting = this.waitingBehind.get(pool);
     const at = waiting?.indexOf(exec) ?? -1;
@@ -524,7 +527,7 @@ export class Session implements RpcHandler {
       request,
       pool,
       holdsSlot: ahead === null,
-      ahead,
+      ahead: null,
       behind: null,
       released: false,
       since: this.opts.now(),
@@ -532,7 +535,7 @@ export class Session implements RpcHandler {
     if (pool !== null) {
       if (ahead === null) this.holdSlot(exec, pool);
       else {
-        ahead.behind = exec;
+        this.link(exec, ahead);
         const waiting = this.waitingBehind.get(pool);
         if (waiting) waiting.push(exec);
         else this.waitingBehind.set(pool, [exec]);
