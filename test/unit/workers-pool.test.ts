@@ -30,6 +30,16 @@ function makePool(root: string, size = 1, tsLoader = "tsx"): WorkerPool {
   return pool;
 }
 
+/**
+ * A pool whose launchers are up: each lane has run a step, so it has made its token FIFO and
+ * takes queued steps, and no launcher's start counts in what the test measures.
+ */
+async function readyPool(root: string, size = 1): Promise<WorkerPool> {
+  const pool = makePool(root, size);
+  await Promise.all(Array.from({ length: size }, () => pool.run(req("true"))));
+  return pool;
+}
+
 function req(command: string, extra: Partial<RunRequest> = {}): RunRequest {
   return { command, workdir: "./", env: {}, inputs: [], outputs: [], ...extra };
 }
@@ -287,8 +297,7 @@ describe("WorkerPool", () => {
 
   test("a lane that falls idle takes over the step queued behind a long one", { timeout: 30_000 }, async () => {
     const root = tempDir();
-    const pool = makePool(root, 2);
-    await Promise.all([pool.run(req("true")), pool.run(req("true"))]);
+    const pool = await readyPool(root, 2);
     const long = pool.run(req("sleep 3"));
     const short = pool.run(req("sleep 0.2"));
     // Both lanes busy: this one is queued on a busy lane (the first, behind the long sleep).
@@ -307,8 +316,7 @@ describe("WorkerPool", () => {
 
   test("a step run behind another stays on that lane, even with a lane idle, and starts after it", { timeout: 30_000 }, async () => {
     const root = tempDir();
-    const pool = makePool(root, 2);
-    await Promise.all([pool.run(req("true")), pool.run(req("true"))]);
+    const pool = await readyPool(root, 2);
     // $PPID in a step is its lane's launcher.
     const aheadReq = req("echo $PPID > ppid-a; sleep 0.6; date +%s%N > a-end");
     const ahead = pool.run(aheadReq);
@@ -332,8 +340,7 @@ describe("WorkerPool", () => {
 
   test("moveBehind takes a waiting step to an idle lane, or behind another running step", { timeout: 30_000 }, async () => {
     const root = tempDir();
-    const pool = makePool(root, 3);
-    await Promise.all([pool.run(req("true")), pool.run(req("true")), pool.run(req("true"))]);
+    const pool = await readyPool(root, 3);
     const longReq = req("echo $PPID > ppid-long; sleep 3");
     const long = pool.run(longReq);
     const t0 = Date.now();
@@ -381,9 +388,7 @@ describe("WorkerPool", () => {
 
   test("withdrawQueued hands back a step waiting behind another", { timeout: 30_000 }, async () => {
     const root = tempDir();
-    const pool = makePool(root, 2);
-    // Launchers up (a lane takes queued steps once its launcher has made its token FIFO).
-    await Promise.all([pool.run(req("true")), pool.run(req("true"))]);
+    const pool = await readyPool(root, 2);
     const aheadReq = req("sleep 0.4");
     const ahead = pool.run(aheadReq);
     const behind = pool.runBehind(aheadReq, req("touch never.txt"))!;
@@ -422,8 +427,7 @@ describe("WorkerPool", () => {
 
   test("a queued step starts without the director; withdrawing it then fails and it runs", { timeout: 30_000 }, async () => {
     const root = tempDir();
-    const pool = makePool(root, 1);
-    await pool.run(req("true")); // launcher up
+    const pool = await readyPool(root);
     const first = pool.run(req("date +%s%N > t1"));
     const queued = pool.run(req("date +%s%N > t2; echo ran"));
     // While this thread spins, the launcher finishes the first step and takes the second's go
@@ -441,8 +445,7 @@ describe("WorkerPool", () => {
 
   test("a signal for a queued step that started meanwhile reaches it", { timeout: 30_000 }, async () => {
     const root = tempDir();
-    const pool = makePool(root, 1);
-    await pool.run(req("true"));
+    const pool = await readyPool(root);
     const first = pool.run(req("true"));
     const queued = pool.run(req("echo $$ > pid; exec sleep 20"));
     block(1500);
@@ -487,8 +490,7 @@ describe("WorkerPool", () => {
 
   test("a signal requested right after run() is not lost", { timeout: 30_000 }, async () => {
     const root = tempDir();
-    const pool = makePool(root);
-    await pool.run(req("true")); // worker and launcher up
+    const pool = await readyPool(root);
     for (let i = 0; i < 5; i++) {
       const started = Date.now();
       const run = pool.run(req("sleep 20"));
