@@ -1,7 +1,18 @@
 // The worker pool with real worker processes and real commands, each test in its own temp dir.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  constants as fsConstants,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
@@ -472,6 +483,27 @@ describe("WorkerPool", () => {
     assert.equal(next.stdout, "next\n");
     await sleep(200);
     for (let i = 0; i < 3; i++) assert.equal(existsSync(join(root, `never${i}.txt`)), false);
+  });
+
+  test("the director takes each step's start from the launcher's start FIFO", { timeout: 60_000 }, async () => {
+    // The "+" of every step goes to a FIFO that nothing watches: unless the director reads it
+    // as steps end, it fills up (64 KiB) and the launcher blocks for good.
+    const root = tempDir();
+    const pool = await readyPool(root);
+    const [pid] = pool.launcherPids();
+    const base = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean).pop()!;
+    for (let i = 0; i < 40; i++) {
+      const queued = [pool.run(req("true")), pool.run(req("true")), pool.run(req("true"))];
+      for (const r of await Promise.all(queued)) assert.equal(r.exitCode, 0);
+    }
+    // Opened for reading without blocking; the launcher holds a writer, so empty means EAGAIN.
+    const fd = openSync(`${base}p`, fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
+    try {
+      assert.throws(() => readSync(fd, Buffer.alloc(64), 0, 64, null), /EAGAIN/, "the start FIFO holds unread starts");
+    } finally {
+      closeSync(fd);
+    }
+    assert.deepEqual(pool.launcherPids(), [pid], "all steps ran on the first launcher");
   });
 
   test("signalAll reaches the running step", { timeout: 30_000 }, async () => {
