@@ -46,6 +46,8 @@ export interface Runner {
   moveBehind(request: RunRequest, to: RunRequest | null, moving: () => void): boolean;
   /** Hand back the steps that wait queued and have not started (their results say `withdrawn`). */
   withdrawQueued(): void;
+  /** Get every lane ready to run a step, before steps come (see Session.execute). */
+  warm?(): void;
 }
 
 /**
@@ -559,6 +561,11 @@ export class Session implements RpcHandler {
         ahead === null ? this.opts.runner.run(request, hooks) : this.opts.runner.runBehind(ahead.request, request, hooks);
       // queueBehind asked canRunBehind just before, so this would be a bug of ours.
       if (running === null) throw new Error("The lane to wait on could not take the step");
+      // The boot plan's first steps come within a few tens of milliseconds: the other lanes
+      // start their launcher shells meanwhile, and while the director's heap is still small,
+      // so each fork of it is cheaper too. Not in a run that replays the plan, where the
+      // first step to run may well be the only one.
+      if (step.isBootPlan) this.opts.runner.warm?.();
       result = await running;
     } catch (err) {
       result = {

@@ -65,23 +65,21 @@ export function hashPathUpTo(
   if (st.size > syncLimit) return { kind: "large", absPath, st };
   const digest = hashContents(absPath, st.size);
   if (digest === undefined) return { kind: "missing" };
-  return hashedOutcome(absPath, st, digest);
+  return hashedOutcome(st, digest);
 }
 
-/** The stat values read before hashing, with the digest. */
-function hashedOutcome(absPath: string, st: Stats, digest: Uint8Array): HashOutcome {
-  // Stat again after reading: if the file changed while we read it, the stat values we store
-  // must not vouch for a digest of other content. Storing mtime 0 forces a re-read next time.
-  let after: Stats | undefined;
-  try {
-    after = statSync(absPath, { throwIfNoEntry: false });
-  } catch {
-    after = undefined;
-  }
-  const stable = after !== undefined && sameStat(statValues(st), after);
+/**
+ * The stat values read before hashing, with the digest. Not a second stat after reading: if
+ * the file changes while it is read, in a way stat() can see, then its stat no longer matches
+ * the values stored here, so the next check (of this run or a later one) reads it again. A
+ * stat after reading would only repeat that check early. (A change stat() cannot see, within
+ * one tick of the file system's clock and at the same size, escapes both.) Dropping it saved
+ * two stat() calls per executed step.
+ */
+function hashedOutcome(st: Stats, digest: Uint8Array): HashOutcome {
   return {
     kind: "ok",
-    hash: { digest, mode: st.mode, size: st.size, mtimeMs: stable ? st.mtimeMs : 0, ino: st.ino },
+    hash: { digest, mode: st.mode, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino },
   };
 }
 
@@ -106,17 +104,13 @@ export async function hashLargeFile(file: LargeFile): Promise<HashOutcome> {
       hasher.update(buf.subarray(0, bytesRead));
       pos += bytesRead;
     }
-    return hashedOutcome(file.absPath, file.st, new Uint8Array(hasher.digestBuffer()));
+    return hashedOutcome(file.st, new Uint8Array(hasher.digestBuffer()));
   } catch {
     // Removed or unreadable while we read it: as if it were not there.
     return { kind: "missing" };
   } finally {
     await handle.close().catch(() => {});
   }
-}
-
-function statValues(st: Stats): FileHash {
-  return { digest: DIR_DIGEST, mode: st.mode, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino };
 }
 
 export function sameStat(known: FileHash, st: Stats): boolean {
@@ -137,7 +131,7 @@ function hashContents(absPath: string, size: number): Uint8Array | undefined {
       // One read asks for a byte more than the stat said. Exactly `size` bytes means the file
       // still has that size: a regular file reads short only at its end. Anything else (it grew
       // or shrank since the stat, or a file system that reads short) is hashed by streaming it
-      // to its end. (The stat after hashing, in hashedOutcome, catches any change meanwhile.)
+      // to its end. (A change meanwhile makes the stored stat values stale: see hashedOutcome.)
       const buf = Buffer.allocUnsafe(size + 1);
       if (readSync(fd, buf, 0, size + 1, 0) !== size) return hashStreaming(fd);
       return new Uint8Array(blake3(buf.subarray(0, size)));

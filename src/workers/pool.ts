@@ -70,6 +70,12 @@ export class WorkerPool {
     return Math.max(0, free);
   }
 
+  /** Start the launcher shell of every idle lane that has none (Runner.warm). */
+  warm(): void {
+    if (this.closing) return;
+    for (const w of this.workers) if (!w.busy) w.warm();
+  }
+
   /** Lanes with nothing to run. */
   idleCount(): number {
     if (this.closing) return 0;

@@ -373,6 +373,16 @@ export class Worker {
     this.launcherEnv = { ...process.env, ...env };
   }
 
+  /** Start a launcher now if there is none, so that the first step finds it ready. */
+  warm(): void {
+    if (this.closed || this.launcher !== null) return;
+    try {
+      this.startLauncher();
+    } catch {
+      // The step that needs it tries again, and reports the failure.
+    }
+  }
+
   /** Pid of the current launcher shell, if one runs (for tests and diagnostics). */
   launcherPid(): number | null {
     return this.launcher === null || this.launcher.exited ? null : this.launcher.pgid;

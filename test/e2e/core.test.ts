@@ -188,6 +188,36 @@ step("cat early.txt > \${out}", { inp: "early.txt", out: "late.txt" });
     assert.equal(p.read("late.txt"), "early\n");
   });
 
+  test("while plan.ts runs, every lane's launcher shell is up already", async () => {
+    // The plan's parent is its lane's launcher shell, whose parent is the director: the plan
+    // counts the director's shells. The other lanes start theirs when the plan starts, so that
+    // its first steps do not wait for them.
+    const p = fresh({
+      "plan.ts": `
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+const fields = (pid: string | number): string[] => {
+  const s = readFileSync(\`/proc/\${pid}/stat\`, "utf8");
+  return [s.slice(s.indexOf("(") + 1, s.lastIndexOf(")")), ...s.slice(s.lastIndexOf(")") + 2).split(" ")];
+};
+const director = fields(process.ppid)[2];
+let shells = 0;
+for (const pid of readdirSync("/proc")) {
+  if (!/^[0-9]+$/.test(pid)) continue;
+  try {
+    const [comm, , ppid] = fields(pid);
+    if (ppid === director && comm === "sh") shells++;
+  } catch {
+    // Gone meanwhile.
+  }
+}
+writeFileSync("shells.txt", String(shells));
+`,
+    });
+    const r = await tsup(p.dir, ["-n", "-w3"]);
+    assert.equal(r.code, 0, show(r));
+    assert.equal(p.read("shells.txt"), "3");
+  });
+
   test("a step that must run starts as soon as its skip check fails, before the checks after it", async () => {
     // 40 steps replayed from a skipped plan are checked in one go, in definition order. The one
     // whose input changed must not wait for the 30 checks after it: with 100,000 steps those

@@ -485,6 +485,20 @@ describe("WorkerPool", () => {
     for (let i = 0; i < 3; i++) assert.equal(existsSync(join(root, `never${i}.txt`)), false);
   });
 
+  test("warm() starts the launcher of every idle lane, and steps then run on those", { timeout: 30_000 }, async () => {
+    const root = tempDir();
+    const pool = makePool(root, 3);
+    assert.deepEqual(pool.launcherPids(), []);
+    pool.warm();
+    const pids = pool.launcherPids();
+    assert.equal(pids.length, 3);
+    pool.warm();
+    assert.deepEqual(pool.launcherPids(), pids, "a second warm() starts no more");
+    const results = await Promise.all([pool.run(req("echo $PPID")), pool.run(req("echo $PPID")), pool.run(req("echo $PPID"))]);
+    // Each step is exec'd by its launcher's subshell, so its parent is the launcher itself.
+    assert.deepEqual(results.map((r) => Number(r.stdout)).sort(), [...pids].sort());
+  });
+
   test("the director takes each step's start from the launcher's start FIFO", { timeout: 60_000 }, async () => {
     // The "+" of every step goes to a FIFO that nothing watches: unless the director reads it
     // as steps end, it fills up (64 KiB) and the launcher blocks for good.
