@@ -47,7 +47,7 @@ export interface Runner {
   /** Hand back the steps that wait queued and have not started (their results say `withdrawn`). */
   withdrawQueued(): void;
   /** Get every lane ready to run a step, before steps come (see Session.execute). */
-  warm?(): void;
+  warm(): void;
 }
 
 /**
@@ -565,7 +565,7 @@ export class Session implements RpcHandler {
       // start their launcher shells meanwhile, and while the director's heap is still small,
       // so each fork of it is cheaper too. Not in a run that replays the plan, where the
       // first step to run may well be the only one.
-      if (step.isBootPlan) this.opts.runner.warm?.();
+      if (step.isBootPlan) this.opts.runner.warm();
       result = await running;
     } catch (err) {
       result = {

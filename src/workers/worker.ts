@@ -761,17 +761,15 @@ export class Worker {
         openFifos(launcher);
         continue;
       }
+      const stage = this.stage;
+      const step = stage.kind === "running" && stage.step.launcher === launcher ? stage.step : null;
       if (line === "+") {
         // A launcher without FIFOs: see LAUNCHER_SCRIPT.
         launcher.begun++;
-      }
-      const stage = this.stage;
-      if (stage.kind !== "running" || stage.step.launcher !== launcher) continue;
-      const step = stage.step;
-      if (line === "+") {
-        if (step.pending !== null) this.signalStep(step, step.pending);
+        if (step !== null && step.pending !== null) this.signalStep(step, step.pending);
         continue;
       }
+      if (step === null) continue;
       const status = Number(line);
       // Anything else would be a launcher bug; the step then ends when the launcher does.
       if (line !== "" && Number.isInteger(status)) this.finish(step, status);
@@ -1062,23 +1060,10 @@ function closeFifos(launcher: Launcher): void {
 /** How often a held-back signal looks for its step's start (Worker.watchPending). */
 const PENDING_POLL_MS = 2;
 
-/** One byte per start ("+\n" is two): a read takes what a few hundred steps wrote. */
-const startsBuffer = Buffer.allocUnsafe(512);
-
 /** Count the "+" lines waiting in `launcher`'s start FIFO into Launcher.begun. */
 function readStarts(launcher: Launcher): void {
   if (launcher.starts < 0) return;
-  for (;;) {
-    let n: number;
-    try {
-      n = readSync(launcher.starts, startsBuffer, 0, startsBuffer.length, null);
-    } catch {
-      // EAGAIN: nothing (more) there.
-      return;
-    }
-    for (let i = 0; i < n; i++) if (startsBuffer[i] === PLUS) launcher.begun++;
-    if (n < startsBuffer.length) return;
-  }
+  for (const byte of takeUnread(launcher.starts)) if (byte === PLUS) launcher.begun++;
 }
 
 /** Whether `step`'s subshell has said it exists. */
