@@ -15,7 +15,7 @@
 // copy, then tear down on exec) costs far more than forking a small shell, the more so in VMs.
 // Measured for tiny `cp` steps with 2 lanes on 2 CPUs: spawn() from node took ~1.6-2x the wall
 // time of `xargs -P2 sh -c`, a launcher ~1.25x. So each lane keeps one long-lived `/bin/sh`
-// launcher (LAUNCHER_SCRIPT) that forks a subshell per step, which then execs
+// launcher (LAUNCHER_PROLOGUE) that forks a subshell per step, which then execs
 // `/bin/sh -c <command>`: the same fork + exec that ninja or xargs pay.
 //
 // The launcher runs in its own process group (spawned detached, i.e. in a new session), and steps
@@ -26,10 +26,14 @@
 // cleaning up (SIGKILL), a watchdog in the launcher's group sees the end of a pipe only the
 // director holds and SIGKILLs the group: no step outlives tsup.
 //
-// Protocol. On the launcher's stdin: a line with the number of lines N of the snippet, then N
-// lines of shell code run in the step's subshell (it ends by exec'ing `/bin/sh -c <command>`).
-// A request for an idle lane says "gN" and runs at once. For any other, the launcher then reads
-// a go token from its token FIFO (fd 4): "g" runs the step, "s" skips it. The director writes a
+// Protocol. The launcher is a `/bin/sh -s` that reads shell code from its stdin: first
+// LAUNCHER_PROLOGUE, then one line of code per step, which the shell parses and runs like any
+// script. dash reads such input in blocks of up to 8 KB, so a step's request costs one read()
+// or less; the launcher used to take each request with the `read` builtin, which must read
+// pipes one byte at a time (a request of 170 bytes took about 53 microseconds of system time,
+// more than a quarter of the launcher's CPU per `cp` step). A request for an idle lane starts
+// with RUN_NOW and runs at once. For any other (RUN_ON_GO), the launcher then reads a go token
+// from its token FIFO (fd 4): "g" runs the step, "s" skips it. The director writes a
 // step's token together with its request, so a step queued behind a running one (queue) starts
 // the moment that one is over, without waiting for the director to hear of it: on a busy 2-core
 // machine the director is often not scheduled right away, and every round trip through it left
@@ -49,12 +53,12 @@
 // to the launcher's start FIFO (<base>p), which the director does not watch: it reads it only
 // when it needs to know whether a step has started, and at the end of each step, so that it
 // never fills. Signals are only delivered once a step's "+" is there: before, they would not
-// reach the step (its subshell does not exist yet) and could cut the launcher's `read` of the
-// request short; a signal requested earlier is held back until then (checked every few ms).
+// reach the step (its subshell does not exist yet) and could cut the launcher's `read` of a go
+// token short; a signal requested earlier is held back until then (checked every few ms).
 // The "+" used to come on stdout, which woke the director once more per step: about 7% of its
 // CPU time in a cold build of 5000 `cp` steps. Without the FIFOs (mkfifo failed), it still
-// does. A line out of place, or a read cut short by a signal that came anyway, makes the
-// launcher exit rather than guess: a step it had not started yet runs on a new launcher.
+// does. A token out of place, or a token read cut short by a signal that came anyway, makes
+// the launcher exit rather than guess: a step it had not started yet runs on a new launcher.
 //
 // Step output goes to files of the launcher, truncated by each step and read after it, in a
 // private temporary directory; steps use two sets in turn, so that a queued step can start
@@ -97,44 +101,47 @@ export interface WorkerOptions {
 }
 
 /**
- * The launcher, run as `/bin/sh -c LAUNCHER_SCRIPT tsup-launcher <file base>`, with the
- * director's end of a pipe on fd 3. It makes its token FIFO, <file base>t, and its start FIFO,
- * <file base>p, opens them on fd 4 and 5 (read-write, so that the opens do not wait for the
- * other end, and a write never fails for want of a reader) and says "t". POSIX sh only.
+ * What the launcher, run as `/bin/sh -s <file base>` with the director's end of a pipe on fd 3,
+ * reads first. It makes its token FIFO, <file base>t, and its start FIFO, <file base>p, opens
+ * them on fd 4 and 5 (read-write, so that the opens do not wait for the other end, and a write
+ * never fails for want of a reader) and says "t". Then come the requests (see stepRequest).
+ * POSIX sh only.
  * - The trap makes the launcher survive signals sent to its process group; dash and bash run a
- *   trap only after the foreground subshell has finished, so the status is still reported.
+ *   trap only after the foreground subshell has finished, so the status is still reported. Its
+ *   action must not be empty: an ignored signal would stay ignored in the steps too. A signal
+ *   that comes while the shell waits for input does not disturb that read.
  * - The watchdog ignores those signals, reads fd 3 (nothing is ever written to it) and, at EOF,
  *   i.e. when the director has died, kills the whole group. Its other fds point away from the
  *   launcher's pipes and the FIFO, so it never keeps them open for a dead launcher.
- * - A `read` interrupted by such a signal returns non-zero like EOF; `sig` tells them apart.
- * - The subshell redirects with `exec` (no copies of the launcher's fds kept to restore them),
- *   closes the token FIFO, announces itself on the start FIFO (fd $p: 5, or 3, a copy of the
- *   protocol pipe, when there are no FIFOs), closes both so the step cannot hold them, then runs
- *   the snippet.
+ * - tsup_now and tsup_go decide whether a request runs and, if it does, switch to the other
+ *   file set (k); a token out of place, or a token read cut short by a signal, makes the
+ *   launcher exit rather than guess.
+ * - tsup_io, the first thing in a step's subshell, redirects with `exec` (no copies of the
+ *   launcher's fds kept to restore them), closes the token FIFO, announces the step on the start
+ *   FIFO (fd $p: 5, or 3, a copy of the protocol pipe, when there are no FIFOs) and closes both
+ *   so that the step cannot hold them.
  */
-const LAUNCHER_SCRIPT = `b=$1; k=1; sig=
-trap 'sig=1' HUP INT QUIT TERM USR1 USR2 ALRM
-(trap '' HUP INT QUIT TERM USR1 USR2 ALRM; IFS= read -r _ <&3; kill -s KILL 0) </dev/null >/dev/null 2>&1 4<&- &
+const LAUNCHER_PROLOGUE = `b=$1 k=1 p=3
+trap : HUP INT QUIT TERM USR1 USR2 ALRM
+(trap '' HUP INT QUIT TERM USR1 USR2 ALRM; IFS= read -r _ <&3; kill -s KILL 0) </dev/null >/dev/null 2>&1 &
 exec 3<&-
-p=3
 mkfifo -m 600 "\${b}t" "\${b}p" && exec 4<>"\${b}t" 5<>"\${b}p" && p=5 && echo t
-while :; do
-  sig= n=
-  IFS= read -r n || { [ -n "$sig" ] && [ -z "$n" ] && continue; exit 0; }
-  w=1
-  case $n in g*) w= n=\${n#g};; esac
-  case $n in ""|*[!0-9]*) exit 0;; esac
-  s=
-  while [ "$n" -gt 0 ]; do IFS= read -r l || exit 0; s="$s$l
-"; n=$((n-1)); done
-  if [ -n "$w" ]; then
-    IFS= read -r g <&4 || exit 0
-    case $g in g) ;; s) continue;; *) exit 0;; esac
-  fi
-  k=$((1-k))
-  (exec 3>&1 >"$b$k.o" 2>"$b$k.e" </dev/null 4<&-; echo + >&$p; exec 3>&- 5>&-; ${ENV_SOURCES_FILE}=$b$k.s; export ${ENV_SOURCES_FILE}; eval "$s")
-  echo $?
-done`;
+tsup_now() { k=$((1-k)); }
+tsup_go() { IFS= read -r g <&4 || exit 0; case $g in g) k=$((1-k));; s) return 1;; *) exit 0;; esac; }
+tsup_io() { exec 3>&1 >"$b$k.o" 2>"$b$k.e" </dev/null 4<&-; echo + >&$p; exec 3>&- 5>&-; ${ENV_SOURCES_FILE}=$b$k.s; export ${ENV_SOURCES_FILE}; }
+`;
+
+/** How a request starts: run it now (an idle lane), or once its go token is there. */
+const RUN_NOW = "tsup_now&&{ ";
+const RUN_ON_GO = "tsup_go&&{ ";
+
+/**
+ * The rest of a step's request, after RUN_NOW or RUN_ON_GO: its snippet in a subshell, then the
+ * exit status on stdout. The snippet is made of words tsup quoted itself, so it always parses.
+ */
+export function stepRequest(snippet: string): string {
+  return `(tsup_io\n${snippet}\n);echo $?;}\n`;
+}
 
 /** Quote a string for /bin/sh so that it is passed through as one literal word. */
 export function shellQuote(s: string): string {
@@ -161,14 +168,16 @@ const PLAIN_WORD = String.raw`(?:[A-Za-z0-9_\/.,:@%+=-]|'[^']*')+`;
 const SIMPLE_COMMAND = new RegExp(String.raw`^[ \t]*(${PLAIN_WORD})(?:[ \t]+${PLAIN_WORD})*[ \t]*$`);
 
 // Builtins and reserved words of dash and bash (either may be /bin/sh): `exec` would run the
-// program of that name instead, or fail, where `sh -c` runs the builtin.
+// program of that name instead, or fail, where `sh -c` runs the builtin. Then the launcher's own
+// functions, which the step's subshell would call instead of a program of that name.
 const SHELL_BUILTINS = new Set(
   (
     ". : [ alias bg bind break builtin caller cd chdir command compgen complete compopt continue " +
     "declare dirs disown echo enable eval exec exit export false fc fg getopts hash help history " +
     "jobs kill let local logout mapfile popd printf pushd pwd read readarray readonly return set " +
     "shift shopt source suspend test times trap true type typeset ulimit umask unalias unset wait " +
-    "case do done elif else esac fi for function if in select then time until while"
+    "case do done elif else esac fi for function if in select then time until while " +
+    "tsup_now tsup_go tsup_io"
   ).split(" "),
 );
 
@@ -189,8 +198,8 @@ export function directCommand(command: string): { command: string; program: stri
 }
 
 /**
- * The shell code a launcher subshell runs for one step: cd, env, then the command, exec'd
- * directly when it is simple (directCommand), else through `/bin/sh -c`.
+ * The shell code a launcher subshell runs for one step: cd, env, then the command, run directly
+ * when it is simple (directCommand), else through `/bin/sh -c`.
  */
 export function stepSnippet(command: string, cwd: string | null, env: Record<string, string>): string {
   let snippet = cwd === null ? "" : `cd ${shellQuote(cwd)} || exit 2\n`;
@@ -206,8 +215,13 @@ export function stepSnippet(command: string, cwd: string | null, env: Record<str
   const direct = directCommand(command);
   if (direct === null) return snippet + viaShell;
   // A program that cannot be found goes through /bin/sh after all, so that the message is the
-  // usual "/bin/sh: 1: x: not found" rather than one about the launcher's `exec`.
-  return snippet + `command -v ${direct.program} >/dev/null && ${exec}${direct.command}\n${viaShell}`;
+  // usual "/bin/sh: 1: x: not found" rather than one naming a line of the launcher's input.
+  // `command -v` also leaves the program's place in the subshell's table of commands, and the
+  // last command of a subshell is exec'd without a fork (dash, bash), from that place: one
+  // execve. The `exec` builtin would search PATH again, trying execve in every directory
+  // before the program's (dash). With env(1), env searches PATH itself.
+  const run = envPrefix === "" ? direct.command : exec + direct.command;
+  return snippet + `command -v ${direct.program} >/dev/null || ${viaShell}\n${run}`;
 }
 
 interface Launcher {
@@ -250,7 +264,7 @@ interface Step {
   hooks: LaneHooks;
   inputHashes: Array<FileHash | null>;
   start: number;
-  /** What the launcher is sent: the line count, then the snippet. */
+  /** What the launcher is sent after RUN_NOW or RUN_ON_GO (stepRequest). */
   request: string;
   /** The step was already handed to a second launcher after the first died before starting it. */
   retried: boolean;
@@ -629,15 +643,13 @@ export class Worker {
 
     const command = effectiveCommand(req.command, this.tsNode, this.tsLoader);
     const snippet = stepSnippet(command, cwd, req.env);
-    let lines = 1;
-    for (let i = snippet.indexOf("\n"); i >= 0; i = snippet.indexOf("\n", i + 1)) lines++;
     return {
       req,
       done,
       hooks,
       inputHashes,
       start,
-      request: `${lines}\n${snippet}\n`,
+      request: stepRequest(snippet),
       retried: false,
       typeScript: command !== req.command,
       launcher: null,
@@ -665,7 +677,7 @@ export class Worker {
       return;
     }
     // The lane is idle: its go comes with the request.
-    launcher.proc.stdin!.write("g" + step.request);
+    launcher.proc.stdin!.write(RUN_NOW + step.request);
     this.running(step, launcher, null);
     step.hooks.started?.();
   }
@@ -677,7 +689,7 @@ export class Worker {
   private send(launcher: Launcher, request: string): void {
     // The token first: the launcher reads it right after the request and should find it there.
     writeSync(launcher.tokens, GO_TOKEN);
-    launcher.proc.stdin!.write(request);
+    launcher.proc.stdin!.write(RUN_ON_GO + request);
   }
 
   /** `step` runs (or is about to) on `launcher`: the lane is busy with it. */
@@ -697,7 +709,7 @@ export class Worker {
     // Per-launcher file names: a dead launcher's step cannot write into a new one's output, and
     // tokens a dead launcher left unread in its FIFO go with it.
     const base = `${this.tmp}/${++this.launchers}.`;
-    const proc = spawn("/bin/sh", ["-c", LAUNCHER_SCRIPT, "tsup-launcher", base], {
+    const proc = spawn("/bin/sh", ["-s", base], {
       cwd: this.root,
       env: this.launcherEnv,
       // Steps write to their own files; all the launcher itself would print is the shell's
@@ -733,6 +745,7 @@ export class Worker {
     proc.stdout!.on("data", (chunk: string) => this.onLauncherOutput(launcher, chunk));
     // EPIPE when the launcher died: its 'close' reports the step.
     proc.stdin!.on("error", () => {});
+    proc.stdin!.write(LAUNCHER_PROLOGUE);
     const watchdogPipe = proc.stdio[3];
     if (watchdogPipe) {
       watchdogPipe.on("error", () => {});
@@ -764,7 +777,7 @@ export class Worker {
       const stage = this.stage;
       const step = stage.kind === "running" && stage.step.launcher === launcher ? stage.step : null;
       if (line === "+") {
-        // A launcher without FIFOs: see LAUNCHER_SCRIPT.
+        // A launcher without FIFOs: see LAUNCHER_PROLOGUE.
         launcher.begun++;
         if (step !== null && step.pending !== null) this.signalStep(step, step.pending);
         continue;

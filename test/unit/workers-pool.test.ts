@@ -116,6 +116,11 @@ describe("WorkerPool", () => {
     assert.equal(missing.stderr, "/bin/sh: 1: no-such-program-tsup: not found\n");
     // The launcher is still there for the next step.
     assert.equal((await pool.run(req("true"))).exitCode, 0);
+    // A program named like one of the launcher's shell functions is that program.
+    mkdirSync(join(root, "bin"));
+    writeFileSync(join(root, "bin/tsup_io"), '#!/bin/sh\necho "mine $1"\n', { mode: 0o755 });
+    const named = await pool.run(req("tsup_io x", { env: { PATH: `${join(root, "bin")}:${process.env.PATH ?? ""}` } }));
+    assert.equal(named.stdout, "mine x\n", named.stderr);
   });
 
   test("runs a command and captures stdout, stderr and the exit code", { timeout: 30_000 }, async () => {
@@ -179,6 +184,11 @@ describe("WorkerPool", () => {
     );
     assert.equal(res.exitCode, 0, res.stderr);
     assert.equal(res.stdout, `${join(root, "sub")}\nit's|two\nlines|${process.env.HOME ?? ""}|data`);
+    // A request far longer than the launcher shell's input buffer, quotes and newlines included.
+    const long = "a'b\n\"$x`".repeat(10_000);
+    const big = await pool.run(req('printf %s "$LONG"', { env: { LONG: long } }));
+    assert.equal(big.exitCode, 0, big.stderr);
+    assert.equal(big.stdout, long);
     const abs = await pool.run(req("pwd", { workdir: join(root, "sub") + "/" }));
     assert.equal(abs.stdout, `${join(root, "sub")}\n`);
     const missing = await pool.run(req("true", { workdir: "nope/" }));
@@ -657,7 +667,7 @@ describe("command building", () => {
     assert.equal(shellQuote("a/b.c"), "a/b.c");
     assert.equal(shellQuote(""), "''");
     assert.equal(shellQuote("it's $x"), `'it'\\''s $x'`);
-    assert.equal(stepSnippet("cp a b", null, {}), "command -v cp >/dev/null && exec cp a b\nexec /bin/sh -c 'cp a b'");
+    assert.equal(stepSnippet("cp a b", null, {}), "command -v cp >/dev/null || exec /bin/sh -c 'cp a b'\ncp a b");
     assert.equal(stepSnippet("cp a b > c", null, {}), "exec /bin/sh -c 'cp a b > c'");
     assert.equal(
       stepSnippet("echo", "/r/d/", { A: "1", "x.y": "2" }),
@@ -665,7 +675,7 @@ describe("command building", () => {
     );
     assert.equal(
       stepSnippet(" 'my cp'  'a b' c ", null, { "x.y": "2" }),
-      "command -v 'my cp' >/dev/null && exec env x.y=2 'my cp'  'a b' c\nexec env x.y=2 /bin/sh -c ' '\\''my cp'\\''  '\\''a b'\\'' c '",
+      "command -v 'my cp' >/dev/null || exec env x.y=2 /bin/sh -c ' '\\''my cp'\\''  '\\''a b'\\'' c '\nexec env x.y=2 'my cp'  'a b' c",
     );
   });
 
@@ -678,6 +688,8 @@ describe("command building", () => {
       "if", "A=1 cmd", "cp $x y", "cp a b; cp c d", "cp a b && x", "cmd > out", "cmd < in", "cmd | wc",
       "cp *.txt d", "cp ~/a b", "cmd `x`", 'cp "a b" c', "cp a\\ b c", "cmd # comment", "cmd &",
       "x\ny", "(cmd)", "{ cmd; }", "-x a", "cp a{b,c} d", "cp a? b", "cp [ab] c", "!cmd",
+      // The launcher's functions: the step's subshell would call those instead.
+      "tsup_io x", "tsup_go", "tsup_now",
     ]) {
       assert.equal(directCommand(shelly), null, JSON.stringify(shelly));
     }
