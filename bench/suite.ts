@@ -173,6 +173,8 @@ function snapshotTsup(bin: string, into: string): string {
   const root = resolve(dirname(bin), "..");
   if (!existsSync(join(root, "dist/cli/bundle.cjs"))) usage(`${root} has no dist/cli/bundle.cjs: run npm run build first`);
   const dest = join(into, "tsup-under-test");
+  // A snapshot left by an earlier run kept with --keep: replaced whole, not mixed with this one.
+  rmSync(dest, { recursive: true, force: true });
   mkdirSync(dest, { recursive: true });
   for (const p of ["bin", "dist", "package.json"]) cpSync(join(root, p), join(dest, p), { recursive: true });
   symlinkSync(join(root, "node_modules"), join(dest, "node_modules"));
