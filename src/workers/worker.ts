@@ -1098,8 +1098,11 @@ function takeUnread(fd: number): Buffer {
       if ((err as NodeJS.ErrnoException).code === "EAGAIN") break;
       throw err;
     }
-    if (n <= 0) break;
-    chunks.push(buf.subarray(0, n));
+    if (n > 0) chunks.push(buf.subarray(0, n));
+    // A read of a pipe returns all it holds, up to the buffer's size: a short read emptied it.
+    // Reading on to EAGAIN instead threw an exception at every step's end, which cost the
+    // director more than the rest of the start FIFO's handling (stack trace, deoptimization).
+    if (n < buf.length) break;
   }
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
 }
