@@ -22,6 +22,8 @@ export interface WorkerPoolOptions {
   tsNode: string;
   /** Loader given to `--import` for `.ts` commands. */
   tsLoader: string;
+  /** The shell that runs the launchers (WorkerOptions.shell). */
+  shell?: string;
 }
 
 export class WorkerPool {
@@ -41,7 +43,7 @@ export class WorkerPool {
 
   constructor(opts: WorkerPoolOptions) {
     if (!Number.isInteger(opts.size) || opts.size < 1) throw new Error(`Invalid worker count: ${opts.size}`);
-    const workerOpts = { root: opts.root, tsNode: opts.tsNode, tsLoader: opts.tsLoader };
+    const workerOpts = { root: opts.root, tsNode: opts.tsNode, tsLoader: opts.tsLoader, shell: opts.shell };
     this.workers = Array.from({ length: opts.size }, () => new Worker(workerOpts));
     process.on("exit", this.onExit);
   }

@@ -98,6 +98,11 @@ export interface WorkerOptions {
   tsNode: string;
   /** Loader passed to `--import` when running `.ts` commands (path or URL). */
   tsLoader: string;
+  /**
+   * The POSIX shell that runs the launchers (default /bin/sh). Tests run them under both dash and
+   * bash, the two shells /bin/sh usually is; steps that need a shell still get `/bin/sh -c`.
+   */
+  shell?: string;
 }
 
 /**
@@ -318,6 +323,7 @@ export class Worker {
   private readonly root: string;
   private readonly tsNode: string;
   private readonly tsLoader: string;
+  private readonly shell: string;
   private tmp: string | null = null;
   private launcher: Launcher | null = null;
   private stage: Stage = { kind: "idle" };
@@ -346,6 +352,7 @@ export class Worker {
     this.prefix = this.root.endsWith("/") ? this.root : this.root + "/";
     this.tsNode = opts.tsNode;
     this.tsLoader = opts.tsLoader;
+    this.shell = opts.shell ?? "/bin/sh";
   }
 
   get busy(): boolean {
@@ -667,7 +674,7 @@ export class Worker {
       launcher = this.launcher ?? this.startLauncher();
     } catch (err) {
       this.stage = { kind: "idle" };
-      const message = `Could not start /bin/sh: ${err instanceof Error ? err.message : String(err)}`;
+      const message = `Could not start ${this.shell}: ${err instanceof Error ? err.message : String(err)}`;
       step.hooks.exited?.();
       step.done({
         ...emptyResult(step.req, performance.now() - step.start),
@@ -709,7 +716,7 @@ export class Worker {
     // Per-launcher file names: a dead launcher's step cannot write into a new one's output, and
     // tokens a dead launcher left unread in its FIFO go with it.
     const base = `${this.tmp}/${++this.launchers}.`;
-    const proc = spawn("/bin/sh", ["-s", base], {
+    const proc = spawn(this.shell, ["-s", base], {
       cwd: this.root,
       env: this.launcherEnv,
       // Steps write to their own files; all the launcher itself would print is the shell's

@@ -9,13 +9,15 @@ import {
   mkdtempSync,
   openSync,
   readFileSync,
+  readlinkSync,
   readSync,
+  realpathSync,
   rmSync,
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, describe, test } from "node:test";
+import { after, before, describe, test } from "node:test";
 import { blake3 } from "@napi-rs/blake-hash";
 import { WorkerPool } from "../../src/workers/pool.js";
 import type { RunRequest } from "../../src/workers/protocol.js";
@@ -35,8 +37,19 @@ function tempDir(): string {
   return d;
 }
 
+/**
+ * The launchers parse their requests as shell input, so the pool is tested under /bin/sh and
+ * under whichever of dash and bash (what /bin/sh is on most systems) /bin/sh is not.
+ */
+const LAUNCHER_SHELLS = ["/bin/sh"];
+for (const other of ["/bin/dash", "/bin/bash"]) {
+  if (existsSync(other) && realpathSync(other) !== realpathSync("/bin/sh")) LAUNCHER_SHELLS.push(other);
+}
+/** The shell of the suite that runs now (suites run one after another). */
+let launcherShell = "/bin/sh";
+
 function makePool(root: string, size = 1, tsLoader = "tsx"): WorkerPool {
-  const pool = new WorkerPool({ size, root, tsNode: process.execPath, tsLoader });
+  const pool = new WorkerPool({ size, root, tsNode: process.execPath, tsLoader, shell: launcherShell });
   pools.push(pool);
   return pool;
 }
@@ -98,7 +111,13 @@ async function pidsFrom(file: string, n: number): Promise<number[]> {
 
 const TWO_SLEEPS = "sleep 30 & echo $! > pids; sleep 30 & echo $! >> pids; wait";
 
-describe("WorkerPool", () => {
+for (const shell of LAUNCHER_SHELLS) describe(`WorkerPool (launchers run by ${shell})`, () => {
+  before(() => {
+    launcherShell = shell;
+  });
+  after(() => {
+    launcherShell = "/bin/sh";
+  });
   test("a simple command exec'd directly behaves as under sh -c", { timeout: 30_000 }, async () => {
     const root = tempDir();
     writeFileSync(join(root, "a b.txt"), "x\n");
@@ -131,6 +150,8 @@ describe("WorkerPool", () => {
     assert.deepEqual(pool.launcherPids(), [], "no launcher before the first run");
     assert.equal(pool.idleCount(), 1);
     const res = await pool.run(req("echo out; echo err >&2; printf 'h\\303\\251'; exit 3"));
+    // The launcher is the shell this suite is about.
+    assert.equal(readlinkSync(`/proc/${pool.launcherPids()[0]}/exe`), realpathSync(launcherShell));
     assert.equal(res.exitCode, 3);
     assert.equal(res.signal, null);
     assert.equal(res.stdout, "out\nhé");
