@@ -144,6 +144,7 @@ function toList(value: Paths | undefined, what: string, site: CallSite): string[
     if (typeof item !== "string" || item === "") {
       throw new PlanError(`${what} must contain non-empty strings, got ${JSON.stringify(item)}`, site);
     }
+    if (item.includes("\0")) throw new PlanError(`${what}: a path cannot contain a NUL character: ${JSON.stringify(item)}`, site);
   }
   return list as string[];
 }
@@ -288,11 +289,13 @@ function stepAt(command: string, options: StepOptions, site: CallSite): StepInfo
   if (typeof command !== "string" || command.trim() === "") {
     throw new PlanError("step() needs a non-empty command string", site);
   }
+  // A shell cannot be given one (dash drops it without a word, which would run another command).
+  if (command.includes("\0")) throw new PlanError("a step's command cannot contain a NUL character", site);
   if (typeof options !== "object" || options === null) throw new PlanError("step() options must be an object", site);
   checkOptions(options, ["inp", "out", "vol", "env", "workdir", "optional", "block", "pool"], "step", site);
   const used = new Set<string>();
-  if (options.workdir !== undefined && typeof options.workdir !== "string") {
-    throw new PlanError("workdir must be a string", site);
+  if (options.workdir !== undefined && (typeof options.workdir !== "string" || options.workdir.includes("\0"))) {
+    throw new PlanError("workdir must be a string without NUL characters", site);
   }
   const workdirGiven = substitute(options.workdir ?? "./", used, site);
   const workdir = joinWorkdir(here, asDir(normPath(workdirGiven)));

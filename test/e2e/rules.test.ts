@@ -173,6 +173,19 @@ copy("c.txt", "a.txt");
     assert.match(r.stdout, /plan\.ts:2:1: error: step\(\) has no option "inputs"/);
   });
 
+  test("a NUL character in a command or a path is an error naming the plan line", async () => {
+    for (const [call, message] of [
+      ['step("echo a\\u0000b > x");', /plan\.ts:2:1: error: a step's command cannot contain a NUL character/],
+      ['step("cp ${inp} x", { inp: "a\\u0000b" });', /plan\.ts:2:1: error: inp: a path cannot contain a NUL character: "a\\u0000b"/],
+    ] as const) {
+      const p = fresh({ "plan.ts": `${imports}${call}\n` });
+      const r = await tsup(p.dir);
+      assert.equal(r.code, 3, show(r));
+      assert.match(r.stdout, message);
+      assert.equal(withAction(r, "START").length, 1, show(r));
+    }
+  });
+
   test("a crashing plan keeps what it declared before the crash and fails with exit 3", async () => {
     const p = fresh({
       "plan.ts": `${imports}step("echo ok > \${out}", { out: "ok.txt" });\nthrow new Error("boom in my plan");\n`,
