@@ -1,6 +1,7 @@
 // End-to-end: crash safety. tsup is killed with SIGKILL at random moments (fixed seed); no later
 // run may execute again a step that reported SUCCESS (unless its inputs changed since), and no
-// run may skip a step whose outputs are stale. Then damaged state and journal files.
+// run may skip a step whose outputs are stale. A kill half-way through a 5000-step build. Then
+// damaged state and journal files.
 import assert from "node:assert/strict";
 import { chmodSync, cpSync, existsSync, readdirSync, readFileSync, truncateSync, writeFileSync } from "node:fs";
 import { before, describe, test } from "node:test";
@@ -168,6 +169,42 @@ describe("crash safety", () => {
     // an end marker (few steps ran); nothing else may be left behind.
     const left = readdirSync(p.path(".stepup")).filter((f) => f.startsWith("workflow.journal")).sort();
     assert.ok(left.length === 0 || left.join() === "workflow.journal,workflow.journal.end", left.join());
+  });
+});
+
+describe("a kill in the middle of a large build", () => {
+  test("after a SIGKILL half-way through 5000 steps, the next run skips every step that had finished", { timeout: 180_000 }, async () => {
+    const n = 5000;
+    const project: Record<string, string> = {
+      "plan.ts": `import { declareStatic, step } from "tsup-flow";
+declareStatic(...Array.from({ length: ${n} }, (_, i) => \`in/\${i}.txt\`));
+for (let i = 0; i < ${n}; i++) step(\`cp in/\${i}.txt out\${i}.txt\`, { inp: \`in/\${i}.txt\`, out: \`out\${i}.txt\` });
+`,
+    };
+    for (let i = 0; i < n; i++) project[`in/${i}.txt`] = `input ${i}\n`;
+    const p = fresh(project);
+    const killed = await killedRun(p, 2500, 120_000);
+    assert.equal(killed.signal, "SIGKILL", show(killed));
+    const done = new Set(withAction(killed, "SUCCESS"));
+    assert.ok(done.size >= 2500, `${done.size} steps reported SUCCESS before the kill`);
+    await pause(100);
+    const next = await tsup(p.dir, ["-n", "-w2"], { timeoutMs: 120_000 });
+    assert.equal(next.code, 0, show(next));
+    noStackTrace(next);
+    // The plan is one of the finished steps; the others are the copies that printed SUCCESS.
+    const recovered = /Recovered (\d+) finished steps from/.exec(next.stdout);
+    assert.ok(recovered !== null && Number(recovered[1]) >= done.size, show(next));
+    assert.deepEqual(withAction(next, "START").filter((c) => done.has(c)), [], "finished steps ran again");
+    allSkipped(next, done, "the run after the kill");
+    // Everything else ran: each of the 5000 copies is skipped or runs, once. (A step may have
+    // been recorded just before the kill with its SUCCESS line still unprinted: it is skipped.)
+    const ran = new Set(withAction(next, "SUCCESS"));
+    const skipped = new Set(withAction(next, "SKIP"));
+    for (let i = 0; i < n; i++) {
+      const c = `cp in/${i}.txt out${i}.txt`;
+      assert.ok(skipped.has(c) !== ran.has(c), `${c}: skipped ${skipped.has(c)}, ran ${ran.has(c)}`);
+      assert.equal(p.read(`out${i}.txt`), `input ${i}\n`);
+    }
   });
 });
 
