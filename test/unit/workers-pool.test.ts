@@ -13,6 +13,7 @@ import {
   readSync,
   realpathSync,
   rmSync,
+  symlinkSync,
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
@@ -39,11 +40,21 @@ function tempDir(): string {
 
 /**
  * The launchers parse their requests as shell input, so the pool is tested under /bin/sh and
- * under whichever of dash and bash (what /bin/sh is on most systems) /bin/sh is not.
+ * under whichever of dash and bash (what /bin/sh is on most systems) /bin/sh is not, and under
+ * busybox's ash (Alpine's /bin/sh, common in containers), which runs as `sh` from a link of
+ * that name.
  */
 const LAUNCHER_SHELLS = ["/bin/sh"];
-for (const other of ["/bin/dash", "/bin/bash"]) {
-  if (existsSync(other) && realpathSync(other) !== realpathSync("/bin/sh")) LAUNCHER_SHELLS.push(other);
+for (const other of ["/bin/dash", "/bin/bash", busyboxSh()]) {
+  if (other !== null && existsSync(other) && realpathSync(other) !== realpathSync("/bin/sh")) LAUNCHER_SHELLS.push(other);
+}
+
+function busyboxSh(): string | null {
+  const found = spawnSync("/bin/sh", ["-c", "command -v busybox"], { encoding: "utf8" }).stdout.trim();
+  if (found === "") return null;
+  const link = join(tempDir(), "sh");
+  symlinkSync(found, link);
+  return link;
 }
 /** The shell of the suite that runs now (suites run one after another). */
 let launcherShell = "/bin/sh";
