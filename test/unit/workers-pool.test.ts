@@ -161,8 +161,10 @@ for (const shell of LAUNCHER_SHELLS) describe(`WorkerPool (launchers run by ${sh
     assert.deepEqual(pool.launcherPids(), [], "no launcher before the first run");
     assert.equal(pool.idleCount(), 1);
     const res = await pool.run(req("echo out; echo err >&2; printf 'h\\303\\251'; exit 3"));
-    // The launcher is the shell this suite is about.
-    assert.equal(readlinkSync(`/proc/${pool.launcherPids()[0]}/exe`), realpathSync(launcherShell));
+    // The launcher is the shell this suite is about (where /proc says which program a process runs).
+    if (existsSync("/proc/self/exe")) {
+      assert.equal(readlinkSync(`/proc/${pool.launcherPids()[0]}/exe`), realpathSync(launcherShell));
+    }
     assert.equal(res.exitCode, 3);
     assert.equal(res.signal, null);
     assert.equal(res.stdout, "out\nhé");
