@@ -99,8 +99,8 @@ export interface WorkerOptions {
   /** Loader passed to `--import` when running `.ts` commands (path or URL). */
   tsLoader: string;
   /**
-   * The POSIX shell that runs the launchers (default /bin/sh). Tests run them under both dash and
-   * bash, the two shells /bin/sh usually is; steps that need a shell still get `/bin/sh -c`.
+   * The POSIX shell that runs the launchers (default /bin/sh). Tests run them under dash, bash and
+   * busybox's ash, the shells /bin/sh usually is; steps that need a shell still get `/bin/sh -c`.
    */
   shell?: string;
 }
@@ -833,8 +833,9 @@ export class Worker {
       signal = step.delivered;
     }
     const req = step.req;
-    // Its "+" is in the start FIFO unless read before: taking it keeps the FIFO from filling up.
-    if (step.launcher.begun < step.ordinal) readStarts(step.launcher);
+    // Its "+" is in the start FIFO unless read before: taking it (hasBegun reads what it has not
+    // counted yet) keeps the FIFO from filling up.
+    hasBegun(step);
     // First of all, start the queued step: the lane must not wait for the rest of this. Its
     // caller hears of it only after this step's `exited`, so that reports keep their order.
     const started = this.startNext(step.launcher);
